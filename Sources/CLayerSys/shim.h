@@ -1,0 +1,54 @@
+/* Linux system calls and macros that Swift's Glibc module does not expose:
+ * openat2(2) with RESOLVE_* flags, getdents64(2), *xattr(2), makedev/major/minor,
+ * SEEK_DATA/SEEK_HOLE. No logic lives here. */
+#ifndef LAYERMOUNT_CLAYERSYS_SHIM_H
+#define LAYERMOUNT_CLAYERSYS_SHIM_H
+
+/* No _GNU_SOURCE here: it would make these headers differ from Swift's Glibc module.
+ * GNU-only constants are spelled out below with their Linux values. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <linux/openat2.h>
+
+/* openat2(2): no glibc wrapper on Debian 12. */
+static inline int cls_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+static const uint64_t CLS_RESOLVE_NO_XDEV = RESOLVE_NO_XDEV;
+static const uint64_t CLS_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
+static const uint64_t CLS_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
+static const uint64_t CLS_RESOLVE_BENEATH = RESOLVE_BENEATH;
+static const uint64_t CLS_RESOLVE_IN_ROOT = RESOLVE_IN_ROOT;
+
+/* getdents64(2): raw directory entries (d_ino, d_off, d_reclen, d_type, d_name). */
+static inline long cls_getdents64(int fd, void *buf, size_t size) {
+    return syscall(SYS_getdents64, fd, buf, size);
+}
+
+/* Wrappers so Swift sees plain functions rather than macros. */
+static inline dev_t cls_makedev(unsigned int ma, unsigned int mi) { return makedev(ma, mi); }
+static inline unsigned int cls_major(dev_t d) { return major(d); }
+static inline unsigned int cls_minor(dev_t d) { return minor(d); }
+
+static const int CLS_SEEK_DATA = 3;               /* SEEK_DATA */
+static const int CLS_SEEK_HOLE = 4;               /* SEEK_HOLE */
+static const int CLS_O_PATH = 010000000;          /* O_PATH */
+static const int CLS_O_TMPFILE = 020000000 | O_DIRECTORY; /* O_TMPFILE */
+static const int CLS_AT_EMPTY_PATH = 0x1000;      /* AT_EMPTY_PATH */
+static const int CLS_RENAME_NOREPLACE = 1 << 0; /* linux/fs.h */
+static const int CLS_RENAME_EXCHANGE = 1 << 1;
+static const int CLS_RENAME_WHITEOUT = 1 << 2;
+static const int CLS_XATTR_CREATE = XATTR_CREATE;
+static const int CLS_XATTR_REPLACE = XATTR_REPLACE;
+
+#endif

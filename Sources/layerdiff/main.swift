@@ -1,0 +1,1 @@
+print("layerdiff: not built yet")

@@ -1,0 +1,1 @@
+print("layermount: not built yet")

