@@ -9,6 +9,51 @@ private enum XattrTarget {
     case procPath([CChar])
     /// `/proc/self/fd/N`: the following calls, which jump through the magic link to the file.
     case magicLink([CChar])
+    /// Entry NAME (NUL-terminated) of directory fd N: `listxattrat(2)` / `getxattrat(2)` with
+    /// `AT_SYMLINK_NOFOLLOW` where the kernel has them (6.13+), else `/proc/self/fd/N/NAME`.
+    case entry(CInt, [CChar])
+
+    /// Whether this is an `entry` target.
+    var isEntry: Bool {
+        if case .entry = self { return true }
+        return false
+    }
+
+    /// The `/proc/self/fd/N/NAME` form of an `entry` target.
+    var procFallback: XattrTarget {
+        guard case .entry(let dirfd, let name) = self else { return self }
+        var path = Array("/proc/self/fd/\(dirfd)/".utf8).map { CChar(bitPattern: $0) }
+        path.append(contentsOf: name)
+        return .procPath(path)
+    }
+}
+
+/// One extended attribute: its name (`user.note`, `security.capability`) and value, as bytes.
+public struct ExtendedAttribute: Hashable, Sendable, Comparable {
+    /// The attribute's full name, namespace included, without a NUL.
+    public var name: [UInt8]
+    /// The value (may contain any byte, NUL included).
+    public var value: [UInt8]
+
+    /// An attribute from its parts.
+    public init(name: [UInt8], value: [UInt8]) {
+        self.name = name
+        self.value = value
+    }
+
+    /// An attribute from a Swift-string name (tests and fixed names).
+    public init(_ name: String, value: [UInt8]) {
+        self.init(name: Array(name.utf8), value: value)
+    }
+
+    /// The name for display (see ``escapeForDisplay(_:)``).
+    public var displayName: String { escapeForDisplay(name) }
+
+    /// Orders by name bytewise, then by value.
+    public static func < (lhs: ExtendedAttribute, rhs: ExtendedAttribute) -> Bool {
+        if lhs.name != rhs.name { return lhs.name.lexicographicallyPrecedes(rhs.name) }
+        return lhs.value.lexicographicallyPrecedes(rhs.value)
+    }
 }
 
 extension FileDescriptor {
@@ -43,7 +88,7 @@ extension FileDescriptor {
     /// - Throws: `ENOTSUP`, `ENOENT`, other `llistxattr(2)` errnos.
     /// - Wraps llistxattr(2) on /proc/self/fd/N/NAME.
     public func extendedAttributeNames(of entry: FileName) throws(Errno) -> [[UInt8]] {
-        try listNames(.procPath(entryPath(entry)))
+        try listNames(entryTarget(entry))
     }
 
     /// The value of extended attribute `name` of entry `entry` of this directory (not following a
@@ -52,7 +97,82 @@ extension FileDescriptor {
     /// - Throws: `ENODATA` when absent, other `lgetxattr(2)` errnos.
     /// - Wraps lgetxattr(2) on /proc/self/fd/N/NAME.
     public func extendedAttribute(_ name: [UInt8], of entry: FileName) throws(Errno) -> [UInt8] {
-        try getValue(.procPath(entryPath(entry)), name)
+        try getValue(entryTarget(entry), name)
+    }
+
+    /// All extended attributes (names and values) of entry `entry` of this directory, not
+    /// following a symlink, sorted by name. A file system without xattr support gives none.
+    ///
+    /// - Throws: `ENOENT`, `EACCES` and other `llistxattr(2)` / `lgetxattr(2)` errnos. An
+    ///   attribute removed between listing and reading is skipped.
+    /// - Wraps listxattrat(2) and getxattrat(2), or llistxattr(2) and lgetxattr(2) on
+    ///   /proc/self/fd/N/NAME on kernels before 6.13.
+    public func extendedAttributes(of entry: FileName) throws(Errno) -> [ExtendedAttribute] {
+        let target = entryTarget(entry)
+        let names: [[UInt8]]
+        do {
+            names = try listNames(target)
+        } catch .notSupported {
+            return []
+        }
+        if names.isEmpty { return [] }
+        var result: [ExtendedAttribute] = []
+        result.reserveCapacity(names.count)
+        for name in names {
+            do {
+                result.append(ExtendedAttribute(name: name, value: try getValue(target, name)))
+            } catch .noData {
+                continue
+            }
+        }
+        result.sort()
+        return result
+    }
+
+    /// All extended attributes (names and values) of the file this descriptor refers to, sorted
+    /// by name. A file system without xattr support gives none.
+    ///
+    /// - Throws: `flistxattr(2)` / `fgetxattr(2)` errnos other than `ENOTSUP`.
+    /// - Wraps flistxattr(2) and fgetxattr(2) (through /proc/self/fd/N for O_PATH descriptors).
+    public func extendedAttributes() throws(Errno) -> [ExtendedAttribute] {
+        let names: [[UInt8]]
+        do {
+            names = try extendedAttributeNames()
+        } catch .notSupported {
+            return []
+        }
+        var result: [ExtendedAttribute] = []
+        for name in names {
+            do {
+                result.append(ExtendedAttribute(name: name, value: try extendedAttribute(name)))
+            } catch .noData {
+                continue
+            }
+        }
+        result.sort()
+        return result
+    }
+
+    /// Removes extended attribute `name` of the file open as this (non-`O_PATH`) descriptor.
+    ///
+    /// - Throws: `ENODATA` when absent, other `fremovexattr(2)` errnos.
+    /// - Wraps fremovexattr(2).
+    public func removeExtendedAttribute(_ name: [UInt8]) throws(Errno) {
+        var cName = name.map { CChar(bitPattern: $0) }
+        cName.append(0)
+        _ = try valueOrErrno { fremovexattr(rawValue, cName) }
+    }
+
+    /// Removes extended attribute `name` of entry `entry` of this directory (not following a
+    /// symlink).
+    ///
+    /// - Throws: `ENODATA` when absent, other `lremovexattr(2)` errnos.
+    /// - Wraps lremovexattr(2) on /proc/self/fd/N/NAME.
+    public func removeExtendedAttribute(_ name: [UInt8], of entry: FileName) throws(Errno) {
+        let path = entryPath(entry)
+        var cName = name.map { CChar(bitPattern: $0) }
+        cName.append(0)
+        _ = try valueOrErrno { lremovexattr(path, cName) }
     }
 
     /// Sets extended attribute `name` of entry `entry` of this directory (not following a symlink).
@@ -80,6 +200,12 @@ extension FileDescriptor {
         }
     }
 
+    private func entryTarget(_ entry: FileName) -> XattrTarget {
+        var name = entry.bytes.map { CChar(bitPattern: $0) }
+        name.append(0)
+        return .entry(rawValue, name)
+    }
+
     private func entryPath(_ entry: FileName) -> [CChar] {
         var path = Array("/proc/self/fd/\(rawValue)/".utf8).map { CChar(bitPattern: $0) }
         path.append(contentsOf: entry.bytes.map { CChar(bitPattern: $0) })
@@ -95,6 +221,7 @@ extension FileDescriptor {
 }
 
 private func listNames(_ target: XattrTarget) throws(Errno) -> [[UInt8]] {
+    var target = target
     var capacity = 1024
     while true {
         var buffer = [CChar](repeating: 0, count: capacity)
@@ -108,12 +235,20 @@ private func listNames(_ target: XattrTarget) throws(Errno) -> [[UInt8]] {
                         path.withUnsafeBufferPointer { llistxattr($0.baseAddress, raw.baseAddress, raw.count) }
                     case .magicLink(let path):
                         path.withUnsafeBufferPointer { listxattr($0.baseAddress, raw.baseAddress, raw.count) }
+                    case .entry(let dirfd, let name):
+                        name.withUnsafeBufferPointer {
+                            cls_listxattrat(
+                                dirfd, $0.baseAddress, UInt32(AT_SYMLINK_NOFOLLOW), raw.baseAddress, raw.count)
+                        }
                     }
                 }
             }
         } catch .outOfRange {
             guard capacity < 1 << 22 else { throw .outOfRange }
             capacity *= 4
+            continue
+        } catch .notImplemented where target.isEntry {
+            target = target.procFallback
             continue
         }
         var names: [[UInt8]] = []
@@ -127,6 +262,7 @@ private func listNames(_ target: XattrTarget) throws(Errno) -> [[UInt8]] {
 }
 
 private func getValue(_ target: XattrTarget, _ name: [UInt8]) throws(Errno) -> [UInt8] {
+    var target = target
     var cName = name.map { CChar(bitPattern: $0) }
     cName.append(0)
     var capacity = 256
@@ -142,12 +278,20 @@ private func getValue(_ target: XattrTarget, _ name: [UInt8]) throws(Errno) -> [
                         path.withUnsafeBufferPointer { lgetxattr($0.baseAddress, cName, raw.baseAddress, raw.count) }
                     case .magicLink(let path):
                         path.withUnsafeBufferPointer { getxattr($0.baseAddress, cName, raw.baseAddress, raw.count) }
+                    case .entry(let dirfd, let entry):
+                        entry.withUnsafeBufferPointer {
+                            cls_getxattrat(
+                                dirfd, $0.baseAddress, UInt32(AT_SYMLINK_NOFOLLOW), cName, raw.baseAddress, raw.count)
+                        }
                     }
                 }
             }
         } catch .outOfRange {
             guard capacity < 1 << 22 else { throw .outOfRange }
             capacity *= 8
+            continue
+        } catch .notImplemented where target.isEntry {
+            target = target.procFallback
             continue
         }
         return Array(buffer[0..<count])
