@@ -1,0 +1,88 @@
+import Foundation
+import Glibc
+import LayerCore
+import TestSupport
+import Testing
+
+extension Tag {
+    /// Tests that mount a FUSE file system (need /dev/fuse and root).
+    @Tag static var mount: Self
+}
+
+/// A layer stack built from steps and mounted with the built `layermount` binary. Call
+/// ``unmount()`` in a `defer`: it runs `fusermount3 -u`, then `-uz`, with bounded waits.
+final class MountedStack {
+    let temp: TemporaryDirectory
+    /// The layer directories, bottom first.
+    let layers: [String]
+    /// The mount point.
+    let mountPoint: String
+    /// The result of the mount command.
+    let mountResult: ProcessResult
+
+    /// Builds `layers` (bottom first) and mounts them with `arguments` before the paths.
+    init(_ layers: [[LayerStep]], arguments: [String] = [], lowerdirForm: Bool = false) throws {
+        temp = TemporaryDirectory()
+        var paths: [String] = []
+        for (index, steps) in layers.enumerated() {
+            let path = temp.url("l\(index + 1)")
+            LayerBuilder.apply([.dir("")] + steps, in: path)
+            paths.append(path)
+        }
+        self.layers = paths
+        mountPoint = temp.url("mnt")
+        LayerBuilder.apply([.dir("")], in: mountPoint)
+        let layerArguments =
+            lowerdirForm ? ["-o", "lowerdir=" + paths.reversed().joined(separator: ":")] : paths
+        mountResult = run(builtExecutable("layermount"), arguments + layerArguments + [mountPoint], timeout: 30)
+        guard mountResult.status == 0, Self.isMounted(mountPoint) else {
+            unmount()
+            throw MountFailure(result: mountResult)
+        }
+    }
+
+    /// `mountPoint/relative`.
+    func path(_ relative: String) -> String { relative.isEmpty ? mountPoint : mountPoint + "/" + relative }
+
+    /// Unmounts (idempotent): `fusermount3 -u`, retried briefly, then a lazy `-uz`.
+    func unmount() {
+        for _ in 0..<20 where Self.isMounted(mountPoint) {
+            run("/usr/bin/fusermount3", ["-u", mountPoint], timeout: 10)
+            if !Self.isMounted(mountPoint) { break }
+            usleep(100_000)
+        }
+        if Self.isMounted(mountPoint) { run("/usr/bin/fusermount3", ["-uz", mountPoint], timeout: 10) }
+    }
+
+    /// Whether something is mounted at `path` (per /proc/self/mountinfo).
+    static func isMounted(_ path: String) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        return text.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && fields[4].replacingOccurrences(of: "\\040", with: " ") == path
+        }
+    }
+
+    struct MountFailure: Error, CustomStringConvertible {
+        var result: ProcessResult
+        var description: String { "layermount failed with status \(result.status): \(result.err)" }
+    }
+}
+
+/// The contents of a file as text, or nil.
+func contents(_ path: String) -> String? {
+    guard let data = FileManager.default.contents(atPath: path) else { return nil }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// The sorted names in a directory (as `ls -A`), or nil when it cannot be read.
+func names(_ path: String) -> [String]? {
+    (try? FileManager.default.contentsOfDirectory(atPath: path))?.sorted()
+}
+
+/// `lstat(2)` of a path, or the errno.
+func lstatus(_ path: String) -> Result<FileStatus, Errno> {
+    var s = stat()
+    guard lstat(path, &s) == 0 else { return .failure(Errno.current) }
+    return .success(FileStatus(s))
+}
