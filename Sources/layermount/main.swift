@@ -61,6 +61,8 @@ func helpMain(_ arguments: [String]) -> Int32 {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
+// The stack-reading subcommands (inspect, which, ls, and `help <one of them>`).
+if InspectCommand.handles(arguments) { exit(InspectCommand.run(arguments: arguments)) }
 let status: Int32
 switch arguments.first {
 case "help":

@@ -28,9 +28,8 @@ public final class ArchiveReader {
         archive_read_support_format_tar(archive)
         archive_read_support_format_gnutar(archive)
         if archive_read_open_fd(archive, input.rawValue, 64 * 1024) != ARCHIVE_OK {
-            let error = ArchiveReader.failure(archive, "open archive")
-            archive_read_free(archive)
-            throw error
+            // Every stored property is set, so deinit runs and frees the handle.
+            throw ArchiveReader.failure(archive, "open archive")
         }
     }
 

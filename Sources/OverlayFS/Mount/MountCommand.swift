@@ -51,6 +51,7 @@ public enum MountCommand {
             .init("unmount", value: "<mountpoint>", help: "Unmount a layermount mount point and exit."),
             .init("version", help: "Show the version."),
         ],
+        subcommands: InspectCommand.subcommands,
         discussion: """
             WHITEOUTS:
               auto honours both formats in every layer: a .wh.NAME entry, a character device 0/0 NAME,

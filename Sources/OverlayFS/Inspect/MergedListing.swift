@@ -1,0 +1,70 @@
+import Glibc
+import LayerCore
+
+/// One entry of a merged directory listing, as `ls` prints it.
+public struct ListedEntry: Sendable {
+    /// The entry's name.
+    public var name: FileName
+    /// The layer providing it.
+    public var layer: LayerIndex
+    /// Its type.
+    public var type: FileType
+    /// Its real status (when asked for).
+    public var status: FileStatus?
+    /// For a symlink, its target (when statuses are asked for).
+    public var linkTarget: [UInt8]?
+    /// For a directory (when recursing), the layer directories that make it up.
+    public var directories: [LayerDirectory]
+}
+
+extension MergedPath {
+    /// The merged listing of the directory made of `directories` (top first), sorted by name
+    /// bytes: ``Resolver/list(_:)``, the mount's readdir, plus each entry's status when `long` and
+    /// its layer directories when `recursive`.
+    ///
+    /// - Throws: ``PathError`` naming the directory that could not be read.
+    public func listing(_ directories: [LayerDirectory], at path: RelativePath, long: Bool, recursive: Bool)
+        throws(PathError) -> [ListedEntry]
+    {
+        let merged: [MergedEntry]
+        do {
+            merged = try stack.resolver.list(directories)
+        } catch {
+            throw PathError(path: path.absoluteDisplay, errno: error, what: "directory in the stack")
+        }
+        var result: [ListedEntry] = []
+        result.reserveCapacity(merged.count)
+        for item in merged.sorted(by: { $0.name < $1.name }) {
+            var entry = ListedEntry(name: item.name, layer: item.layer, type: item.type, directories: [])
+            guard long || (recursive && item.type == .directory) || stack[item.layer].archive != nil else {
+                result.append(entry)
+                continue
+            }
+            switch try lookup(item.name, in: directories, at: path) {
+            case .found(let found):
+                let real = stack.status(of: found.status, in: found.layer)
+                entry.type = real.type
+                entry.directories = found.directories
+                if long {
+                    entry.status = real
+                    if real.type == .symlink,
+                        let container = directories.first(where: { $0.layer == found.layer })?.descriptor
+                    {
+                        do {
+                            entry.linkTarget = try stack.linkTarget(
+                                of: item.name, status: found.status, in: container, layer: found.layer)
+                        } catch {
+                            throw PathError(
+                                path: stack.displayPath(path.appending(item.name).absoluteDisplay, in: found.layer),
+                                errno: error, what: "symlink")
+                        }
+                    }
+                }
+            case .absent, .whitedOut:
+                continue  // changed under us
+            }
+            result.append(entry)
+        }
+        return result
+    }
+}

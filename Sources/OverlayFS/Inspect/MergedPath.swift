@@ -1,0 +1,393 @@
+import Glibc
+import LayerCore
+
+/// Resolves paths in a stack's merged tree with the ``Resolver``, the way a process in the mount
+/// would (or, for attribution, in the stack made of the layers up to one of them).
+public struct MergedPath: Sendable {
+    /// The stack.
+    public let stack: InspectedStack
+
+    /// A resolver of paths in `stack`.
+    public init(stack: InspectedStack) { self.stack = stack }
+
+    /// Where resolving a path ended.
+    public enum Outcome: Sendable {
+        /// The path exists: its entry and the directories of its parent (top first).
+        case found(ResolvedEntry, parent: [LayerDirectory])
+        /// The root directory, made of these layer directories.
+        case root([LayerDirectory])
+        /// A whiteout in `layer` deletes the prefix `at` of the path.
+        case whitedOut(by: LayerIndex, at: RelativePath)
+        /// No layer holds the prefix `at`.
+        case absent(at: RelativePath)
+        /// The prefix `at` is a non-directory (`type`) provided by `layer`.
+        case notDirectory(at: RelativePath, layer: LayerIndex, type: FileType)
+    }
+
+    /// The root directories of the layers up to `limit` (all when nil), top first.
+    func roots(upTo limit: LayerIndex?) throws(PathError) -> [LayerDirectory] {
+        do {
+            let all = try stack.resolver.rootDirectories()
+            guard let limit else { return all }
+            return all.filter { $0.layer <= limit }
+        } catch {
+            throw PathError(path: stack.layers[0].path, errno: error, what: "layer")
+        }
+    }
+
+    func lookup(_ name: FileName, in directories: [LayerDirectory], at path: RelativePath) throws(PathError)
+        -> LookupResult
+    {
+        do {
+            return try stack.resolver.lookup(name, in: directories)
+        } catch {
+            throw PathError(path: path.appending(name).absoluteDisplay, errno: error, what: "path in the stack")
+        }
+    }
+
+    /// Resolves `path` component by component without following symlinks, over the layers up to
+    /// `limit` (the whole stack when nil).
+    ///
+    /// - Throws: ``PathError`` when a layer cannot be read.
+    public func resolve(_ path: RelativePath, upTo limit: LayerIndex? = nil) throws(PathError) -> Outcome {
+        var directories = try roots(upTo: limit)
+        if path.isRoot { return .root(directories) }
+        var prefix = RelativePath.root
+        for (depth, name) in path.components.enumerated() {
+            let result = try lookup(name, in: directories, at: prefix)
+            prefix = prefix.appending(name)
+            switch result {
+            case .absent: return .absent(at: prefix)
+            case .whitedOut(let layer): return .whitedOut(by: layer, at: prefix)
+            case .found(let entry):
+                if depth == path.components.count - 1 { return .found(entry, parent: directories) }
+                guard entry.status.type == .directory else {
+                    let type = stack.status(of: entry.status, in: entry.layer).type
+                    return .notDirectory(at: prefix, layer: entry.layer, type: type)
+                }
+                directories = entry.directories
+            }
+        }
+        return .absent(at: prefix)
+    }
+
+    /// The canonical form of a user's path in the merged tree: `.` and `..` applied, symlinks of the
+    /// merged tree followed for every component but the last (and the last too with
+    /// `followLast`), as in a chroot at the stack root. Components past a missing one are kept
+    /// as written.
+    ///
+    /// - Throws: ``PathError`` for a symlink loop (`ELOOP`) or an unreadable layer.
+    public func canonical(_ raw: [UInt8], followLast: Bool) throws(PathError) -> RelativePath {
+        let display = escapeForDisplay(raw)
+        var pending = try components(raw, display: display)
+        var resolved: [FileName] = []
+        var stackOfDirectories: [[LayerDirectory]] = [try roots(upTo: nil)]
+        var hops = 0
+        // Components appended without a directory to resolve in (after a missing one).
+        var unresolved = 0
+        while !pending.isEmpty {
+            let piece = pending.removeFirst()
+            if piece == [0x2E] { continue }
+            if piece == [0x2E, 0x2E] {
+                if unresolved > 0 {
+                    resolved.removeLast()
+                    unresolved -= 1
+                } else if !resolved.isEmpty {
+                    resolved.removeLast()
+                    stackOfDirectories.removeLast()
+                }
+                continue
+            }
+            let name: FileName
+            do {
+                name = try FileName(validating: piece)
+            } catch {
+                throw PathError(path: display, errno: error, what: "path")
+            }
+            if unresolved > 0 {
+                resolved.append(name)
+                unresolved += 1
+                continue
+            }
+            let isLast = pending.isEmpty
+            let here = RelativePath(components: resolved)
+            guard let directories = stackOfDirectories.last else { break }
+            switch try lookup(name, in: directories, at: here) {
+            case .found(let entry):
+                let real = stack.status(of: entry.status, in: entry.layer)
+                if real.type == .symlink && (!isLast || followLast) {
+                    hops += 1
+                    guard hops <= 40 else { throw PathError(path: display, errno: .tooManySymlinks, what: "path") }
+                    let container =
+                        directories.first { $0.layer == entry.layer }?.descriptor ?? directories[0].descriptor
+                    let target: [UInt8]
+                    do {
+                        target = try stack.linkTarget(of: name, status: entry.status, in: container, layer: entry.layer)
+                    } catch {
+                        throw PathError(path: here.appending(name).absoluteDisplay, errno: error, what: "symlink")
+                    }
+                    if target.first == 0x2F {
+                        resolved = []
+                        stackOfDirectories = [try roots(upTo: nil)]
+                    }
+                    pending = try components(target, display: display) + pending
+                    continue
+                }
+                resolved.append(name)
+                if entry.status.type == .directory {
+                    stackOfDirectories.append(entry.directories)
+                } else {
+                    unresolved += 1
+                }
+            case .absent, .whitedOut:
+                resolved.append(name)
+                unresolved += 1
+            }
+        }
+        return RelativePath(components: resolved)
+    }
+
+    private func components(_ raw: [UInt8], display: String) throws(PathError) -> [[UInt8]] {
+        raw.split(separator: 0x2F, omittingEmptySubsequences: true).map { Array($0) }
+    }
+}
+
+/// One version of a path: what one layer holds there.
+public struct PathVersion: Sendable {
+    /// What the layer holds.
+    public enum Kind: Sendable {
+        /// An entry with this (real) status.
+        case entry(FileStatus)
+        /// A whiteout marker deleting the path from lower layers.
+        case whiteout
+    }
+
+    /// The layer.
+    public var layer: LayerIndex
+    /// Entry or whiteout.
+    public var kind: Kind
+    /// For a symlink, its target.
+    public var linkTarget: [UInt8]?
+    /// For a regular file, its content hash (nil for a tarball indexed without hashes).
+    public var contentHash: ContentHash?
+    /// Nil when the version is in the merged tree (provides the path, or merges into the
+    /// directory); otherwise why not.
+    public var hiding: Hiding?
+    /// For a hidden version, how it is hidden, in words ("whiteout of /usr/share/doc").
+    public var reason: String?
+}
+
+/// How a path stands in the merged tree and every layer's version of it.
+public struct PathReport: Sendable {
+    /// The path as given.
+    public var given: String
+    /// The canonical path in the merged tree (intermediate symlinks followed).
+    public var path: RelativePath
+    /// The layer providing the path, when it is in the merged tree.
+    public var provider: LayerIndex?
+    /// When the path is not in the merged tree: why, in words.
+    public var absence: String?
+    /// When a whiteout deletes the path (or a parent): that layer.
+    public var deletedBy: LayerIndex?
+    /// Every layer's version, top layer first.
+    public var versions: [PathVersion]
+    /// When symlinks of the merged tree were followed (so the path as written is not a path of
+    /// the merged tree): the path as written, `.` and `..` applied lexically.
+    public var literalPath: RelativePath?
+    /// The layers' versions of ``literalPath`` (all hidden: a symlink replaces a parent).
+    public var literalVersions: [PathVersion] = []
+}
+
+extension MergedPath {
+    /// The report of `which` for the user path `raw`.
+    ///
+    /// - Throws: ``PathError`` when a layer cannot be read or a file cannot be hashed.
+    public func report(_ raw: [UInt8], hashContent: Bool = true) throws(PathError) -> PathReport {
+        let path = try canonical(raw, followLast: false)
+        var report = PathReport(given: escapeForDisplay(raw), path: path, versions: [])
+        switch try resolve(path) {
+        case .found(let entry, _):
+            report.provider = entry.layer
+        case .root:
+            report.provider = stack.stack.topIndex
+        case .whitedOut(let layer, let prefix):
+            report.deletedBy = layer
+            report.absence =
+                prefix == path
+                ? "deleted by a whiteout in layer \(layer.rawValue + 1)"
+                : "deleted by a whiteout of \(prefix.absoluteDisplay) in layer \(layer.rawValue + 1)"
+        case .absent(let prefix):
+            report.absence =
+                prefix == path ? "no layer provides it" : "\(prefix.absoluteDisplay) is not in the merged tree"
+        case .notDirectory(let prefix, let layer, let type):
+            report.absence = "\(prefix.absoluteDisplay) is a \(type) (from layer \(layer.rawValue + 1))"
+        }
+        for layer in stack.stack.topFirst {
+            report.versions += try versions(of: path, in: layer, hashContent: hashContent)
+        }
+        let literal = Self.lexical(raw)
+        if let literal, literal != path {
+            report.literalPath = literal
+            for layer in stack.stack.topFirst {
+                report.literalVersions += try versions(of: literal, in: layer, hashContent: hashContent)
+            }
+        }
+        return report
+    }
+
+    /// `raw` with `.` and `..` applied lexically (`..` at the root stays at the root); nil when a
+    /// component is not a valid name.
+    static func lexical(_ raw: [UInt8]) -> RelativePath? {
+        var names: [FileName] = []
+        for piece in raw.split(separator: 0x2F, omittingEmptySubsequences: true) {
+            if piece.elementsEqual([0x2E]) { continue }
+            if piece.elementsEqual([0x2E, 0x2E]) {
+                if !names.isEmpty { names.removeLast() }
+                continue
+            }
+            guard let name = try? FileName(validating: piece) else { return nil }
+            names.append(name)
+        }
+        return RelativePath(components: names)
+    }
+
+    /// What `layer` holds at `path` (at most an entry and a whiteout), with visibility.
+    private func versions(of path: RelativePath, in layer: LayerIndex, hashContent: Bool) throws(PathError)
+        -> [PathVersion]
+    {
+        let info = stack.layers[layer.rawValue]
+        let format = stack.stack[layer].format
+        let root = stack.stack[layer].root
+        let where_ = stack.displayPath(path.absoluteDisplay, in: layer)
+        guard let name = path.lastName else {
+            var status: FileStatus
+            do {
+                status = try root.status()
+            } catch {
+                throw PathError(path: info.path, errno: error, what: "layer")
+            }
+            status = stack.status(of: status, in: layer)
+            return [PathVersion(layer: layer, kind: .entry(status))]
+        }
+        let parent: FileDescriptor
+        do {
+            parent = try root.open(beneath: path.parent, flags: O_RDONLY | O_DIRECTORY)
+        } catch .noEntry, .notDirectory, .tooManySymlinks {
+            return []
+        } catch {
+            throw PathError(path: where_, errno: error, what: "layer directory")
+        }
+        var result: [PathVersion] = []
+        let ociMarker = format.honorsOCI ? Whiteout.ociMarker(for: name) : nil
+        do {
+            if ociMarker == nil, let status = try parent.statusIfPresent(of: name) {
+                if format.honorsOverlay && Whiteout.isOverlayWhiteout(status) {
+                    result.append(PathVersion(layer: layer, kind: .whiteout))
+                } else {
+                    let real = stack.status(of: status, in: layer)
+                    var version = PathVersion(layer: layer, kind: .entry(real))
+                    if real.type == .symlink {
+                        version.linkTarget = try stack.linkTarget(of: name, status: status, in: parent, layer: layer)
+                    } else if real.type == .regular && hashContent {
+                        version.contentHash = try stack.contentHash(of: name, status: status, in: parent, layer: layer)
+                    }
+                    result.append(version)
+                }
+            }
+            if format.honorsOCI, let marker = try? Whiteout.ociWhiteoutName(for: name),
+                try parent.statusIfPresent(of: marker) != nil
+            {
+                result.append(PathVersion(layer: layer, kind: .whiteout))
+            }
+        } catch {
+            throw PathError(path: where_, errno: error, what: "entry")
+        }
+        for index in result.indices {
+            guard case .entry(let status) = result[index].kind else { continue }
+            let (hiding, reason) = try visibility(of: layer, at: path, isDirectory: status.type == .directory)
+            result[index].hiding = hiding
+            result[index].reason = reason
+        }
+        return result
+    }
+
+    /// Whether layer `layer`'s entry at `path` is in the merged tree; if not, the lowest upper layer
+    /// hiding it (found by resolving over the layers up to each upper layer in turn) and how.
+    func visibility(of layer: LayerIndex, at path: RelativePath, isDirectory: Bool) throws(PathError)
+        -> (Hiding?, String?)
+    {
+        let top = stack.stack.topIndex
+        guard layer < top else { return (nil, nil) }
+        if try holds(layer, path, upTo: nil) == nil { return (nil, nil) }
+        for limit in (layer.rawValue + 1)...top.rawValue {
+            if var (hiding, reason) = try holds(layer, path, upTo: LayerIndex(limit)) {
+                // Shadowed whenever the hider holds an entry at this very path (say, a file re-created
+                // in an opaque directory), as the walker counts it.
+                if !hiding.isShadowing && hasEntry(path, in: hiding.layer) {
+                    hiding.isShadowing = true
+                    reason = "shadowed"
+                }
+                return (hiding, reason)
+            }
+        }
+        return (nil, nil)
+    }
+
+    /// Whether `layer` itself holds an entry (not a whiteout) at `path`.
+    func hasEntry(_ path: RelativePath, in layer: LayerIndex) -> Bool {
+        guard let name = path.lastName else { return true }
+        let format = stack.stack[layer].format
+        if format.honorsOCI && Whiteout.ociMarker(for: name) != nil { return false }
+        guard let parent = try? stack.stack[layer].root.open(beneath: path.parent, flags: O_RDONLY | O_DIRECTORY),
+            let status = try? parent.statusIfPresent(of: name)
+        else { return false }
+        return !(format.honorsOverlay && Whiteout.isOverlayWhiteout(status))
+    }
+
+    /// Nil when `layer`'s entry at `path` is visible in the stack of layers up to `limit`;
+    /// otherwise the layer and words for what hides it.
+    private func holds(_ layer: LayerIndex, _ path: RelativePath, upTo limit: LayerIndex?) throws(PathError)
+        -> (Hiding, String)?
+    {
+        var directories = try roots(upTo: limit)
+        var prefix = RelativePath.root
+        for (depth, name) in path.components.enumerated() {
+            let result = try lookup(name, in: directories, at: prefix)
+            prefix = prefix.appending(name)
+            let isLast = depth == path.components.count - 1
+            switch result {
+            case .absent:
+                return (Hiding(layer: limit ?? layer, isShadowing: false), "not reachable")
+            case .whitedOut(let by):
+                let words = isLast ? "whiteout" : "whiteout of \(prefix.absoluteDisplay)"
+                return (Hiding(layer: by, isShadowing: false), words)
+            case .found(let entry):
+                let members = entry.directories.map(\.layer)
+                if isLast {
+                    if entry.layer == layer || members.contains(layer) { return nil }
+                    return (Hiding(layer: entry.layer, isShadowing: true), "shadowed")
+                }
+                guard entry.status.type == .directory else {
+                    let type = stack.status(of: entry.status, in: entry.layer).type
+                    return (
+                        Hiding(layer: entry.layer, isShadowing: false),
+                        "\(prefix.absoluteDisplay) is a \(type) there"
+                    )
+                }
+                guard members.contains(layer) else {
+                    let bottom = members.last ?? entry.layer
+                    return (Hiding(layer: bottom, isShadowing: false), "opaque directory \(prefix.absoluteDisplay)")
+                }
+                directories = entry.directories
+            }
+        }
+        return nil
+    }
+}
+
+extension RelativePath {
+    /// The path for display as an absolute path in the stack (`/` for the root).
+    public var absoluteDisplay: String {
+        isRoot ? "/" : "/" + description
+    }
+}

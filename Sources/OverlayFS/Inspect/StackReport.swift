@@ -1,0 +1,316 @@
+import Glibc
+import LayerCore
+
+/// What one layer holds, adds, hides and wastes (see ``StackReport``).
+///
+/// Bytes are the apparent sizes of regular files, each inode counted once per layer (hard links
+/// within a layer share their bytes; the same file in two layers counts in each, as two layer
+/// tarballs would store it). Directories, symlinks, devices and markers count as entries with no
+/// bytes. Entry counts exclude the layer's root directory.
+public struct LayerFigures: Sendable, Equatable {
+    /// Regular file names (each hard-link name counts).
+    public var files = 0
+    /// Directories.
+    public var directories = 0
+    /// Symbolic links.
+    public var symlinks = 0
+    /// Fifos, sockets, device nodes (not whiteouts).
+    public var specials = 0
+    /// Hard-link names beyond the first name of an inode.
+    public var extraHardLinks = 0
+    /// Bytes stored: regular files, each inode once.
+    public var bytes: Int64 = 0
+    /// Whiteouts (OCI `.wh.NAME` files, overlay char 0/0 devices).
+    public var whiteouts = 0
+    /// Opaque directories (overlay xattr or OCI `.wh..wh..opq`; never the layer root).
+    public var opaqueDirectories = 0
+    /// Entries of this layer visible in the merged tree (a directory merged from several layers
+    /// counts in each).
+    public var visibleEntries = 0
+    /// Bytes of this layer visible in the merged tree.
+    public var visibleBytes: Int64 = 0
+    /// Entries of this layer that upper layers make invisible.
+    public var deadEntries = 0
+    /// Bytes of this layer that upper layers make invisible (dead weight): inodes none of whose
+    /// names is visible.
+    public var deadBytes: Int64 = 0
+    /// Lower entries this layer hides by holding a newer entry at the same path.
+    public var shadowedEntries = 0
+    /// Bytes of lower files this layer shadows.
+    public var shadowedBytes: Int64 = 0
+    /// Lower entries this layer deletes (whiteouts, opaque directories, a non-directory over a
+    /// directory).
+    public var deletedEntries = 0
+    /// Bytes of lower files this layer deletes.
+    public var deletedBytes: Int64 = 0
+
+    /// All entries the layer holds (files, directories, symlinks, specials; not markers).
+    public var entries: Int { files + directories + symlinks + specials }
+
+    /// Adds `other` field by field.
+    public mutating func add(_ other: LayerFigures) {
+        files += other.files
+        directories += other.directories
+        symlinks += other.symlinks
+        specials += other.specials
+        extraHardLinks += other.extraHardLinks
+        bytes += other.bytes
+        whiteouts += other.whiteouts
+        opaqueDirectories += other.opaqueDirectories
+        visibleEntries += other.visibleEntries
+        visibleBytes += other.visibleBytes
+        deadEntries += other.deadEntries
+        deadBytes += other.deadBytes
+        shadowedEntries += other.shadowedEntries
+        shadowedBytes += other.shadowedBytes
+        deletedEntries += other.deletedEntries
+        deletedBytes += other.deletedBytes
+    }
+}
+
+/// The merged tree's size.
+public struct MergedFigures: Sendable, Equatable {
+    /// Regular file names.
+    public var files = 0
+    /// Directories (not the root).
+    public var directories = 0
+    /// Symbolic links.
+    public var symlinks = 0
+    /// Fifos, sockets, device nodes.
+    public var specials = 0
+    /// Bytes visible: regular files, each (layer, inode) once.
+    public var bytes: Int64 = 0
+
+    /// All entries (not the root).
+    public var entries: Int { files + directories + symlinks + specials }
+}
+
+/// A file that takes space in a layer but is not visible in the merged tree.
+public struct WastedFile: Sendable, Equatable {
+    /// Its path (one of its names, for a hard-linked file).
+    public var path: String
+    /// The layer storing it.
+    public var layer: LayerIndex
+    /// Its size.
+    public var size: Int64
+    /// Which upper layer hides it first, and how.
+    public var hiding: Hiding
+}
+
+/// The result of `layermount inspect`: per layer what it holds, adds, hides and wastes; totals;
+/// the merged tree; the stack's efficiency; the largest wasted files.
+public struct StackReport: Sendable {
+    /// Per layer, bottom first.
+    public var layers: [LayerFigures]
+    /// The merged tree.
+    public var merged = MergedFigures()
+    /// The largest wasted files, largest first.
+    public var wasted: [WastedFile] = []
+
+    /// The sum over all layers.
+    public var total: LayerFigures {
+        var sum = LayerFigures()
+        for figures in layers { sum.add(figures) }
+        return sum
+    }
+
+    /// Bytes visible in the merged tree / bytes stored in all layers; nil when the layers store
+    /// no bytes.
+    public var efficiency: Double? {
+        let stored = total.bytes
+        return stored == 0 ? nil : Double(merged.bytes) / Double(stored)
+    }
+
+    /// Computes the report for `stack`, keeping the `top` largest wasted files.
+    ///
+    /// - Parameter workers: threads walking the layers (the result does not depend on it).
+    /// - Throws: ``PathError`` naming what could not be read.
+    public static func compute(_ stack: InspectedStack, top: Int, workers: Int = defaultWorkers) throws(PathError)
+        -> StackReport
+    {
+        var accumulator = ReportAccumulator(layerCount: stack.layers.count, top: top)
+        let walker = StackWalker(stack: stack, includeHidden: true, checksOpacity: true)
+        try walker.walkInParallel(&accumulator, workers: workers)
+        return accumulator.finish()
+    }
+
+    /// Worker threads for a walk: the online CPUs, at most 8 (metadata walks stop scaling early).
+    public static var defaultWorkers: Int {
+        let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return max(1, min(8, online))
+    }
+}
+
+/// Collects a ``StackReport`` during a walk; forks and merges for a parallel walk.
+struct ReportAccumulator: ParallelStackVisitor {
+    private struct InodeKey: Hashable, Sendable {
+        var layer: Int
+        var identity: FileIdentity
+    }
+
+    /// A hard-linked inode of a layer: its bytes count once, and it is dead only when no name
+    /// of it is visible (then the layer hiding its last name gets the bytes).
+    private struct InodeState: Sendable {
+        var size: Int64
+        var names = 0
+        var visibleNames = 0
+        var lastHiding: Hiding?
+        var path: String
+
+        /// Records a hidden name: the inode's attribution follows the name hidden last (ties: the
+        /// smallest path), so it does not depend on walk order.
+        mutating func hide(_ hiding: Hiding, path name: String) {
+            if let last = lastHiding, last.layer > hiding.layer || (last.layer == hiding.layer && path <= name) {
+                return
+            }
+            lastHiding = hiding
+            path = name
+        }
+
+        mutating func merge(_ other: InodeState) {
+            names += other.names
+            visibleNames += other.visibleNames
+            if let hiding = other.lastHiding { hide(hiding, path: other.path) }
+        }
+    }
+
+    private var report: StackReport
+    private var inodes: [InodeKey: InodeState] = [:]
+    private let top: Int
+
+    init(layerCount: Int, top: Int) {
+        report = StackReport(layers: Array(repeating: LayerFigures(), count: layerCount))
+        self.top = top
+    }
+
+    func fork() -> ReportAccumulator { ReportAccumulator(layerCount: report.layers.count, top: top) }
+
+    mutating func merge(_ other: ReportAccumulator) {
+        for (index, figures) in other.report.layers.enumerated() { report.layers[index].add(figures) }
+        report.merged.files += other.report.merged.files
+        report.merged.directories += other.report.merged.directories
+        report.merged.symlinks += other.report.merged.symlinks
+        report.merged.specials += other.report.merged.specials
+        report.merged.bytes += other.report.merged.bytes
+        for file in other.report.wasted { insertWasted(file) }
+        for (key, state) in other.inodes {
+            if var mine = inodes[key] {
+                mine.merge(state)
+                inodes[key] = mine
+            } else {
+                inodes[key] = state
+            }
+        }
+    }
+
+    mutating func marker(_ kind: MarkerKind, layer: LayerIndex, in directory: TreePath, isHidden: Bool) {
+        if case .whiteout = kind { report.layers[layer.rawValue].whiteouts += 1 }
+    }
+
+    mutating func opaque(layer: LayerIndex, at directory: TreePath) {
+        report.layers[layer.rawValue].opaqueDirectories += 1
+    }
+
+    mutating func leave(_ entry: WalkEntry) throws(PathError) {}
+
+    mutating func visit(_ entry: WalkEntry) throws(PathError) -> Bool {
+        let type = entry.status.type
+        if entry.isDirectory {
+            let layers = entry.layers
+            for layer in layers { report.layers[layer.rawValue].directories += 1 }
+            if let hiding = entry.hiding {
+                for layer in layers { report.layers[layer.rawValue].deadEntries += 1 }
+                count(hiding, entries: layers.count, bytes: 0)
+            } else {
+                for layer in layers { report.layers[layer.rawValue].visibleEntries += 1 }
+                report.merged.directories += 1
+            }
+            return true
+        }
+        let layer = entry.layer.rawValue
+        switch type {
+        case .regular: report.layers[layer].files += 1
+        case .symlink: report.layers[layer].symlinks += 1
+        default: report.layers[layer].specials += 1
+        }
+        if let hiding = entry.hiding {
+            report.layers[layer].deadEntries += 1
+            count(hiding, entries: 1, bytes: 0)
+        } else {
+            report.layers[layer].visibleEntries += 1
+            switch type {
+            case .regular: report.merged.files += 1
+            case .symlink: report.merged.symlinks += 1
+            default: report.merged.specials += 1
+            }
+        }
+        guard type == .regular else { return true }
+        let size = entry.status.size
+        if entry.status.linkCount <= 1 {
+            report.layers[layer].bytes += size
+            if let hiding = entry.hiding {
+                dead(size: size, layer: entry.layer, hiding: hiding, path: { entry.displayPath })
+            } else {
+                report.layers[layer].visibleBytes += size
+                report.merged.bytes += size
+            }
+            return true
+        }
+        let key = InodeKey(layer: layer, identity: entry.status.identity)
+        var state = inodes[key] ?? InodeState(size: size, path: "")
+        state.names += 1
+        if let hiding = entry.hiding {
+            state.hide(hiding, path: entry.displayPath)
+        } else {
+            state.visibleNames += 1
+        }
+        inodes[key] = state
+        return true
+    }
+
+    private mutating func count(_ hiding: Hiding, entries: Int, bytes: Int64) {
+        if hiding.isShadowing {
+            report.layers[hiding.layer.rawValue].shadowedEntries += entries
+            report.layers[hiding.layer.rawValue].shadowedBytes += bytes
+        } else {
+            report.layers[hiding.layer.rawValue].deletedEntries += entries
+            report.layers[hiding.layer.rawValue].deletedBytes += bytes
+        }
+    }
+
+    private mutating func dead(size: Int64, layer: LayerIndex, hiding: Hiding, path: () -> String) {
+        report.layers[layer.rawValue].deadBytes += size
+        count(hiding, entries: 0, bytes: size)
+        guard top > 0, size > 0 else { return }
+        if report.wasted.count >= top, let smallest = report.wasted.last, smallest.size > size { return }
+        insertWasted(WastedFile(path: path(), layer: layer, size: size, hiding: hiding))
+    }
+
+    /// Keeps the `top` largest, largest first, ties by path.
+    private mutating func insertWasted(_ file: WastedFile) {
+        let position =
+            report.wasted.firstIndex { $0.size < file.size || ($0.size == file.size && $0.path > file.path) }
+            ?? report.wasted.count
+        guard position < top else { return }
+        report.wasted.insert(file, at: position)
+        if report.wasted.count > top { report.wasted.removeLast() }
+    }
+
+    /// The report, once every worker's part is merged: hard-linked inodes are settled here.
+    mutating func finish() -> StackReport {
+        let keys = inodes.keys.sorted { ($0.layer, $0.identity.inode) < ($1.layer, $1.identity.inode) }
+        for key in keys {
+            guard let state = inodes[key] else { continue }
+            report.layers[key.layer].bytes += state.size
+            report.layers[key.layer].extraHardLinks += state.names - 1
+            if state.visibleNames > 0 {
+                report.layers[key.layer].visibleBytes += state.size
+                report.merged.bytes += state.size
+            } else if let hiding = state.lastHiding {
+                dead(size: state.size, layer: LayerIndex(key.layer), hiding: hiding, path: { state.path })
+            }
+        }
+        inodes = [:]
+        return report
+    }
+}
