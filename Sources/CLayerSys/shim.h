@@ -48,6 +48,12 @@ static inline long cls_getxattrat(int dirfd, const char *name, unsigned int atfl
     return syscall(464, dirfd, name, atflags, attr, &args, sizeof(args));
 }
 
+/* copy_file_range(2): in-kernel copy between two files (reflinks where the file system can);
+ * glibc declares it only with _GNU_SOURCE. */
+static inline long cls_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len) {
+    return syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0u);
+}
+
 /* Wrappers so Swift sees plain functions rather than macros. */
 static inline dev_t cls_makedev(unsigned int ma, unsigned int mi) { return makedev(ma, mi); }
 static inline unsigned int cls_major(dev_t d) { return major(d); }

@@ -8,7 +8,7 @@
 ///   what a merged directory lists. No caching, no FUSE. Tested on temp-dir layers.
 /// - `Inodes/`, `Core/`: the inode table and `OverlayFileSystem`, one method per operation,
 ///   Swift types in and out, no C types.
-/// - `Inspect/`: the stack-reading commands (`inspect`, `which`, `ls`), built on `Resolve/` so
+/// - `Inspect/`: the stack-reading commands (`inspect`, `which`, `ls`, `flatten`), built on `Resolve/` so
 ///   that what they call the merged tree is what the mount serves; tarball layers are indexed
 ///   into skeleton directories for the same resolver. Entry point: ``InspectCommand``.
 /// - `FUSE/`: the only code that imports CFuse: `@convention(c)` callbacks that convert, call

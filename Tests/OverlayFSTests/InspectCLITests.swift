@@ -23,7 +23,7 @@ struct InspectCLITests {
     }
 
     @Test func helpFollowsTheLayout() {
-        for sub in ["inspect", "which", "ls"] {
+        for sub in ["inspect", "which", "ls", "flatten"] {
             let help = layermount([sub, "--help"])
             #expect(help.status == 0)
             #expect(help.err.isEmpty)
@@ -87,11 +87,15 @@ struct InspectCLITests {
             (temp.url("image.tar"), "not a layer: this is an image archive"),
             (temp.url("esc.tar"), "not a layer: entry ../evil: path climbs out with '..'"),
         ]
+        // Scratch space (tarball skeletons) goes to $TMPDIR and must be gone after a failure too.
+        let scratch = temp.url("scratch")
+        mkdir(scratch, 0o700)
         for (bad, reason) in cases {
-            for sub in [["inspect"], ["ls"], ["which"]] {
+            for sub in [["inspect"], ["ls"], ["which"], ["flatten", "--to", temp.url("out")]] {
                 var arguments = sub + [layers[0], bad]
                 if sub == ["which"] { arguments += ["--", "/keep.txt"] }
-                let result = layermount(arguments)
+                let result = run(builtExecutable("layermount"), arguments, environment: ["TMPDIR": scratch])
+                #expect((try? FileManager.default.contentsOfDirectory(atPath: scratch)) == [], "\(arguments)")
                 #expect(result.status == 1, "\(arguments): \(result.err)")
                 #expect(result.out.isEmpty, "\(arguments)")
                 #expect(result.err.hasPrefix("Error: \(bad): \(reason)"), "\(arguments): \(result.err)")

@@ -99,9 +99,7 @@ private struct SkeletonBuilder {
     var groupSizes: [UInt64: UInt64] = [:]
     /// Identities handed out to records (hard links share their target's).
     var nextIdentity: UInt64 = 1
-    var sawImageMetadata = false
-    var sawBlobs = false
-    var sawLayerEntry = false
+    var layout = ArchiveLayout()
 
     init(root: FileDescriptor, archivePath: String) {
         self.root = root
@@ -134,7 +132,7 @@ private struct SkeletonBuilder {
             throw PathError(
                 path: archivePath, reason: "not a layer: entry \(escapeForDisplay(entry.path)): \(error)")
         }
-        noteLayout(path)
+        layout.note(path)
         let type = entry.kind.fileType
         var status = stat()
         status.st_mode = mode_t(type.modeBits | entry.permissions)
@@ -204,22 +202,6 @@ private struct SkeletonBuilder {
             record.contentHash = hasher.finish()
         }
         records[inode] = record
-    }
-
-    /// Notes top-level names that tell an image archive (docker save, OCI layout) from a layer.
-    private mutating func noteLayout(_ path: RelativePath) {
-        guard let first = path.components.first?.description else { return }
-        if path.components.count == 1
-            && ["manifest.json", "oci-layout", "index.json", "repositories"].contains(first)
-        {
-            sawImageMetadata = true
-        } else if first == "blobs" {
-            sawBlobs = true
-        } else if path.components.count > 1 && path.components.last?.description == "layer.tar" {
-            sawBlobs = true
-        } else {
-            sawLayerEntry = true
-        }
     }
 
     /// Opens (creating as needed) the skeleton directory holding `path`.
@@ -307,14 +289,7 @@ private struct SkeletonBuilder {
         }
     }
 
-    func checkIsLayer() throws(PathError) {
-        if sawImageMetadata && (sawBlobs || !sawLayerEntry) {
-            throw PathError(
-                path: archivePath,
-                reason: "not a layer: this is an image archive (docker save or OCI image layout); "
-                    + "give one of its layer blobs instead")
-        }
-    }
+    func checkIsLayer() throws(PathError) { try layout.check(archivePath) }
 
     func finish() -> [UInt64: ArchiveLayerIndex.Record] {
         guard !groupSizes.isEmpty else { return records }
@@ -323,5 +298,38 @@ private struct SkeletonBuilder {
             if let size = groupSizes[record.status.inode] { result[inode]?.status.linkCount = size }
         }
         return result
+    }
+}
+
+/// Tells an image archive (`docker save` output, an OCI image layout) from a layer tarball by its
+/// top-level names: `manifest.json`, `oci-layout`, `index.json` or `repositories` with blobs or
+/// `*/layer.tar` and nothing that looks like a root file system.
+struct ArchiveLayout {
+    private var sawImageMetadata = false
+    private var sawBlobs = false
+    private var sawLayerEntry = false
+
+    /// Notes one entry's path.
+    mutating func note(_ path: RelativePath) {
+        guard let first = path.components.first?.description else { return }
+        if path.components.count == 1 && ["manifest.json", "oci-layout", "index.json", "repositories"].contains(first) {
+            sawImageMetadata = true
+        } else if first == "blobs" {
+            sawBlobs = true
+        } else if path.components.count > 1 && path.components.last?.description == "layer.tar" {
+            sawBlobs = true
+        } else {
+            sawLayerEntry = true
+        }
+    }
+
+    /// Throws when the entries seen make an image archive.
+    func check(_ archivePath: String) throws(PathError) {
+        if sawImageMetadata && (sawBlobs || !sawLayerEntry) {
+            throw PathError(
+                path: archivePath,
+                reason: "not a layer: this is an image archive (docker save or OCI image layout); "
+                    + "give one of its layer blobs instead")
+        }
     }
 }

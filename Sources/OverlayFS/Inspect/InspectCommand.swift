@@ -1,8 +1,8 @@
 import Glibc
 import LayerCore
 
-/// The `layermount` subcommands that read a stack without mounting it: `inspect`, `which` and
-/// `ls`. `main.swift` calls ``handles(_:)`` on its arguments and, when true, exits with
+/// The `layermount` subcommands that read a stack without mounting it: `inspect`, `which`, `ls`
+/// and `flatten`. `main.swift` calls ``handles(_:)`` on its arguments and, when true, exits with
 /// ``run(arguments:)``; everything else (the mount) stays with the mount's parser.
 public enum InspectCommand {
     /// The subcommands, with their one-line help, for the top-level `SUBCOMMANDS:` section.
@@ -10,6 +10,7 @@ public enum InspectCommand {
         ("inspect", "Show what each layer adds, hides and wastes, without mounting."),
         ("which", "Show which layer provides a path and every version it shadows."),
         ("ls", "List a merged directory with each entry's layer."),
+        ("flatten", "Write the merged tree as a plain directory or a layer tarball."),
     ]
 
     /// Whether `arguments` (without the program name) name one of these subcommands, directly or
@@ -45,6 +46,7 @@ public enum InspectCommand {
         case "inspect": command = InspectSubcommand.self
         case "which": command = WhichSubcommand.self
         case "ls": command = ListSubcommand.self
+        case "flatten": command = FlattenSubcommand.self
         default:
             errors.write("Error: Unknown subcommand '\(name)'\n")
             return ExitCode.usage

@@ -41,6 +41,8 @@ public final class InspectedStack: Sendable {
     public let resolver: Resolver
     /// Where tarball skeletons live; removed by ``close()``.
     private let scratch: ScratchDirectory?
+    /// Entries of extracted tarballs that could not be created (devices without root).
+    public let extractionSkipped: [String]
 
     /// Opens `paths` (bottom first) as layers: directories are used in place, regular files are read
     /// as OCI layer tarballs.
@@ -50,13 +52,18 @@ public final class InspectedStack: Sendable {
     ///   - format: the whiteout format of directory layers (tarball layers are always OCI).
     ///   - hashArchiveContent: whether to hash tarball entries' content while indexing (``which``
     ///     needs it; otherwise data is skipped).
+    ///   - extractArchives: extract tarball layers (content and metadata) into the scratch
+    ///     directory instead of indexing them, for commands that copy content (``Flattener``).
     /// - Throws: ``PathError`` naming the layer: missing, unreadable, neither a directory nor a
     ///   layer tarball.
-    public init(paths: [String], format: WhiteoutFormat, hashArchiveContent: Bool = false) throws(PathError) {
+    public init(
+        paths: [String], format: WhiteoutFormat, hashArchiveContent: Bool = false, extractArchives: Bool = false
+    ) throws(PathError) {
         guard !paths.isEmpty else { throw PathError(path: "", reason: "no layers given") }
         var infos: [LayerInfo] = []
         var opened: [Layer] = []
         var scratch: ScratchDirectory?
+        var skipped: [String] = []
         do throws(PathError) {
             for (position, path) in paths.enumerated() {
                 let index = LayerIndex(position)
@@ -72,6 +79,14 @@ public final class InspectedStack: Sendable {
                     if scratch == nil { scratch = try ScratchDirectory() }
                     guard let scratch else { throw PathError(path: path, reason: "no scratch directory") }
                     let skeleton = scratch.path + "/layer\(position + 1)"
+                    if extractArchives {
+                        let (compression, missed) = try ArchiveExtraction.extract(path, into: skeleton)
+                        skipped += missed.map { "\(path): \($0)" }
+                        opened.append(try Layer(index: index, path: skeleton, format: .oci))
+                        infos.append(
+                            LayerInfo(index: index, path: path, kind: .archive(compression: compression), format: .oci))
+                        continue
+                    }
                     let archive = try ArchiveLayerIndex(
                         archivePath: path, skeletonPath: skeleton, hashContent: hashArchiveContent)
                     opened.append(try Layer(index: index, path: skeleton, format: .oci))
@@ -92,6 +107,7 @@ public final class InspectedStack: Sendable {
         stack = LayerStack(layers: opened)
         resolver = Resolver(stack: stack)
         self.scratch = scratch
+        extractionSkipped = skipped
     }
 
     /// Removes the tarball skeletons. Call once when done; the stack must not be used afterwards.

@@ -91,6 +91,9 @@ public struct StackWalker: Sendable {
     public let stack: InspectedStack
     /// Whether to report hidden versions too (inspect); false walks only the merged tree.
     public var includeHidden: Bool
+    /// Whether each directory's names are visited in bytewise order (for reproducible output);
+    /// otherwise in layer order, then the file systems' order.
+    public var sortsNames = false
     /// The pool of a parallel walk (``walkInParallel(_:workers:)``), nil for a serial one.
     var pool: WalkPool?
     /// Whether to report opaque layer directories to ``StackVisitor/opaque(layer:at:)`` (one
@@ -262,8 +265,9 @@ public struct StackWalker: Sendable {
     ) throws(PathError) {
         let hidden = hider != nil
         if directories.count == 1 {
-            let listing = try listing(of: directories[0], path: path, hidden: hidden, owned: owned, &visitor)
+            var listing = try listing(of: directories[0], path: path, hidden: hidden, owned: owned, &visitor)
             try reportOpacity(directories[0], listing: listing, path: path, &visitor)
+            if sortsNames { listing.names.sort() }
             for name in listing.names {
                 let result = try lookup(name, in: directories, path: path)
                 guard case .found(let found) = result else { continue }
@@ -300,6 +304,7 @@ public struct StackWalker: Sendable {
                 positions[name] = slot
             }
         }
+        if sortsNames { order.sort() }
         for name in order {
             guard let slot = positions[name], slot.lowestEntry >= 0 else { continue }
             try resolveChain(name, directories, slot, path: path, hider: hider, &visitor)
@@ -324,6 +329,7 @@ public struct StackWalker: Sendable {
             case .absent:
                 return
             case .whitedOut(let layer):
+                if !includeHidden { return }
                 bottom = layer
                 stopper = (Hiding(layer: layer, isShadowing: false), nil)
             case .found(let found):
