@@ -91,6 +91,22 @@ struct InspectReportTests {
             ])
     }
 
+    @Test func metadataOnlyCopyUpsAreFlagged() throws {
+        let temp = TemporaryDirectory()
+        let paths = makeLayers(
+            [
+                [.file("bin/tool", filler(1500, "t"), mode: 0o4755), .file("etc/conf", filler(900, "a"))],
+                [.file("bin/tool", filler(1500, "t"), mode: 0o755), .file("etc/conf", filler(900, "b"))],
+            ], in: temp)
+        let stack = try InspectedStack(paths: paths, format: .auto)
+        defer { stack.close() }
+        let report = try StackReport.compute(stack, top: 5)
+        #expect(report.wasted.map(\.path) == ["/bin/tool", "/etc/conf"])
+        #expect(report.wasted.map(\.sameContentAsHider) == [true, false])
+        let text = layermount(["inspect"] + paths)
+        #expect(text.out.contains("layer 1, shadowed by layer 2 (same content: a metadata-only copy-up)  /bin/tool\n"))
+    }
+
     @Test func tarballLayersGiveTheSameFigures() throws {
         let temp = TemporaryDirectory()
         let paths = makeLayers(Self.craftedStack(.oci), in: temp)

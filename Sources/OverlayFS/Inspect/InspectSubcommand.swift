@@ -105,7 +105,9 @@ enum InspectSubcommand: Subcommand {
             for file in report.wasted {
                 let how = file.hiding.isShadowing ? "shadowed" : "deleted"
                 out += "  " + padLeft(humanBytes(file.size), sizeWidth) + "  layer \(file.layer.rawValue + 1), "
-                out += "\(how) by layer \(file.hiding.layer.rawValue + 1)  \(file.path)\n"
+                out += "\(how) by layer \(file.hiding.layer.rawValue + 1)"
+                if file.sameContentAsHider == true { out += " (same content: a metadata-only copy-up)" }
+                out += "  \(file.path)\n"
             }
         }
         return out
@@ -152,6 +154,8 @@ enum InspectSubcommand: Subcommand {
             json.field("size", file.size)
             json.field("hidden_by", file.hiding.layer.rawValue + 1)
             json.field("how", file.hiding.isShadowing ? "shadowed" : "deleted")
+            json.key("same_content")
+            if let same = file.sameContentAsHider { json.value(same) } else { json.null() }
             json.endObject()
         }
         json.endArray()

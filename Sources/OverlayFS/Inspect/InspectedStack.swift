@@ -50,14 +50,15 @@ public final class InspectedStack: Sendable {
     /// - Parameters:
     ///   - paths: the layers, bottom first.
     ///   - format: the whiteout format of directory layers (tarball layers are always OCI).
-    ///   - hashArchiveContent: whether to hash tarball entries' content while indexing (``which``
-    ///     needs it; otherwise data is skipped).
+    ///   - hashArchiveContent: whether to hash tarball entries' content (XXH3-128) while
+    ///     indexing, for ``MergedPath/report(_:hashContent:)`` and ``WastedFile/sameContentAsHider``;
+    ///     otherwise data is skipped.
     ///   - extractArchives: extract tarball layers (content and metadata) into the scratch
     ///     directory instead of indexing them, for commands that copy content (``Flattener``).
     /// - Throws: ``PathError`` naming the layer: missing, unreadable, neither a directory nor a
     ///   layer tarball.
     public init(
-        paths: [String], format: WhiteoutFormat, hashArchiveContent: Bool = false, extractArchives: Bool = false
+        paths: [String], format: WhiteoutFormat, hashArchiveContent: Bool = true, extractArchives: Bool = false
     ) throws(PathError) {
         guard !paths.isEmpty else { throw PathError(path: "", reason: "no layers given") }
         var infos: [LayerInfo] = []

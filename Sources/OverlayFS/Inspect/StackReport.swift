@@ -87,14 +87,20 @@ public struct MergedFigures: Sendable, Equatable {
 
 /// A file that takes space in a layer but is not visible in the merged tree.
 public struct WastedFile: Sendable, Equatable {
-    /// Its path (one of its names, for a hard-linked file).
+    /// Its path for display (one of its names, for a hard-linked file).
     public var path: String
+    /// The same path as names.
+    public var relativePath: RelativePath
     /// The layer storing it.
     public var layer: LayerIndex
     /// Its size.
     public var size: Int64
     /// Which upper layer hides it first, and how.
     public var hiding: Hiding
+    /// For a shadowed file: whether the hiding layer's version has the same content (a
+    /// metadata-only change, such as chmod, copied the whole file up); nil when not known (not
+    /// shadowed, or the newer version is not a regular file).
+    public var sameContentAsHider: Bool?
 }
 
 /// The result of `layermount inspect`: per layer what it holds, adds, hides and wastes; totals;
@@ -131,7 +137,31 @@ public struct StackReport: Sendable {
         var accumulator = ReportAccumulator(layerCount: stack.layers.count, top: top)
         let walker = StackWalker(stack: stack, includeHidden: true, checksOpacity: true)
         try walker.walkInParallel(&accumulator, workers: workers)
-        return accumulator.finish()
+        var report = accumulator.finish()
+        for index in report.wasted.indices where report.wasted[index].hiding.isShadowing {
+            report.wasted[index].sameContentAsHider = sameContent(report.wasted[index], stack)
+        }
+        return report
+    }
+
+    /// Whether a shadowed file and the hiding layer's version at the same path hold the same
+    /// bytes (XXH3-128 of both, after comparing sizes); nil when either cannot be read.
+    static func sameContent(_ file: WastedFile, _ stack: InspectedStack) -> Bool? {
+        guard let name = file.relativePath.lastName else { return nil }
+        var hashes: [ContentHash] = []
+        for layer in [file.layer, file.hiding.layer] {
+            guard
+                let parent = try? stack.stack[layer].root.open(
+                    beneath: file.relativePath.parent, flags: O_RDONLY | O_DIRECTORY),
+                let status = try? parent.status(of: name), stack.status(of: status, in: layer).type == .regular
+            else { return nil }
+            if stack.status(of: status, in: layer).size != file.size { return false }
+            guard let hash = try? stack.contentHash(of: name, status: status, in: parent, layer: layer) else {
+                return nil
+            }
+            hashes.append(hash)
+        }
+        return hashes[0] == hashes[1]
     }
 
     /// Worker threads for a walk: the online CPUs, at most 8 (metadata walks stop scaling early).
@@ -156,21 +186,23 @@ struct ReportAccumulator: ParallelStackVisitor {
         var visibleNames = 0
         var lastHiding: Hiding?
         var path: String
+        var relativePath = RelativePath.root
 
         /// Records a hidden name: the inode's attribution follows the name hidden last (ties: the
         /// smallest path), so it does not depend on walk order.
-        mutating func hide(_ hiding: Hiding, path name: String) {
+        mutating func hide(_ hiding: Hiding, path name: String, relative: RelativePath) {
             if let last = lastHiding, last.layer > hiding.layer || (last.layer == hiding.layer && path <= name) {
                 return
             }
             lastHiding = hiding
             path = name
+            relativePath = relative
         }
 
         mutating func merge(_ other: InodeState) {
             names += other.names
             visibleNames += other.visibleNames
-            if let hiding = other.lastHiding { hide(hiding, path: other.path) }
+            if let hiding = other.lastHiding { hide(hiding, path: other.path, relative: other.relativePath) }
         }
     }
 
@@ -249,7 +281,9 @@ struct ReportAccumulator: ParallelStackVisitor {
         if entry.status.linkCount <= 1 {
             report.layers[layer].bytes += size
             if let hiding = entry.hiding {
-                dead(size: size, layer: entry.layer, hiding: hiding, path: { entry.displayPath })
+                dead(
+                    size: size, layer: entry.layer, hiding: hiding,
+                    path: { (entry.displayPath, entry.parent.relativePath.appending(entry.name)) })
             } else {
                 report.layers[layer].visibleBytes += size
                 report.merged.bytes += size
@@ -260,7 +294,7 @@ struct ReportAccumulator: ParallelStackVisitor {
         var state = inodes[key] ?? InodeState(size: size, path: "")
         state.names += 1
         if let hiding = entry.hiding {
-            state.hide(hiding, path: entry.displayPath)
+            state.hide(hiding, path: entry.displayPath, relative: entry.parent.relativePath.appending(entry.name))
         } else {
             state.visibleNames += 1
         }
@@ -278,12 +312,15 @@ struct ReportAccumulator: ParallelStackVisitor {
         }
     }
 
-    private mutating func dead(size: Int64, layer: LayerIndex, hiding: Hiding, path: () -> String) {
+    private mutating func dead(
+        size: Int64, layer: LayerIndex, hiding: Hiding, path: () -> (String, RelativePath)
+    ) {
         report.layers[layer.rawValue].deadBytes += size
         count(hiding, entries: 0, bytes: size)
         guard top > 0, size > 0 else { return }
         if report.wasted.count >= top, let smallest = report.wasted.last, smallest.size > size { return }
-        insertWasted(WastedFile(path: path(), layer: layer, size: size, hiding: hiding))
+        let (display, relative) = path()
+        insertWasted(WastedFile(path: display, relativePath: relative, layer: layer, size: size, hiding: hiding))
     }
 
     /// Keeps the `top` largest, largest first, ties by path.
@@ -307,7 +344,9 @@ struct ReportAccumulator: ParallelStackVisitor {
                 report.layers[key.layer].visibleBytes += state.size
                 report.merged.bytes += state.size
             } else if let hiding = state.lastHiding {
-                dead(size: state.size, layer: LayerIndex(key.layer), hiding: hiding, path: { state.path })
+                dead(
+                    size: state.size, layer: LayerIndex(key.layer), hiding: hiding,
+                    path: { (state.path, state.relativePath) })
             }
         }
         inodes = [:]
