@@ -42,4 +42,15 @@ test "${PIPESTATUS[0]}" = 0
 
 BIN=$(swift build --show-bin-path)
 export PATH=$BIN:$PATH
+
+step "conformance: layermount vs kernel overlayfs (read-only cases, both whiteout formats)"
+# {lowers} is top first, so the -o lowerdir= form; read-write cases need an upper layer (later).
+RO_CASES=$(cd "$SHARED/conformance/cases" && ls ro_*.sh)
+for fmt in overlay oci; do
+  # shellcheck disable=SC2086
+  LAYERMOUNT_CMD='layermount -o lowerdir={lowers} {mnt}' LAYERMOUNT_WHITEOUT=$fmt \
+    "$SHARED/conformance/harness.sh" -q -r "${TMPDIR:-/tmp}/layermount-conformance/$fmt" -e layermount $RO_CASES \
+    | grep -v '^PASS'
+  test "${PIPESTATUS[0]}" = 0
+done
 echo "all tests passed"

@@ -57,6 +57,9 @@ public enum LayerMount {
             // keep the caller waiting for the daemon: keep only the layers and /dev/fuse.
             closeInheritedDescriptors(keeping: Set(stack.layers.map(\.root.rawValue) + [fuse_session_fd(session)]))
         }
+        // The caller may have blocked or ignored these (a test runner's threads, `cmd &` in a
+        // script): they must end the session, so make them deliverable first.
+        enableTerminationSignals()
         guard fuse_set_signal_handlers(session) == 0 else {
             throw PathError(path: configuration.mountPoint, reason: "cannot install signal handlers")
         }
@@ -69,7 +72,20 @@ public enum LayerMount {
         let status = cfuse_session_loop_mt(session, loop)
         fuse_session_unmount(session)
         mounted = false
-        return status == 0 ? ExitCode.success : ExitCode.failure
+        // The loop returns the number of the signal that ended it: a clean end too.
+        return status == 0 || [SIGTERM, SIGINT, SIGHUP].contains(status) ? ExitCode.success : ExitCode.failure
+    }
+
+    /// Resets SIGTERM, SIGINT and SIGHUP to their default action and unblocks them, so that
+    /// `fuse_set_signal_handlers` (which only replaces default actions) installs its handlers.
+    private static func enableTerminationSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in [SIGTERM, SIGINT, SIGHUP] {
+            Glibc.signal(signal, SIG_DFL)
+            sigaddset(&set, signal)
+        }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     /// Closes every descriptor above 2 except `keep` (after daemonizing).

@@ -46,13 +46,18 @@ public enum MountOptions {
 
     /// Splits a comma-separated option list; `\,` and `\\` escape, and a separator inside
     /// double quotes does not split (SELinux `context="...:c1,c2"`; the quotes are kept).
-    public static func split(_ list: String, separator: Character = ",") -> [String] {
+    /// With `keepingOtherEscapes`, an escaped character other than the separator keeps its
+    /// backslash (for a second split, such as `lowerdir`'s colons).
+    public static func split(
+        _ list: String, separator: Character = ",", keepingOtherEscapes: Bool = false
+    ) -> [String] {
         var items: [String] = []
         var current = ""
         var escaped = false
         var quoted = false
         for character in list {
             if escaped {
+                if keepingOtherEscapes && character != separator { current.append("\\") }
                 current.append(character)
                 escaped = false
             } else if character == "\\" {
@@ -87,7 +92,7 @@ public enum MountOptions {
         var layers: [String]?
         var kernel: [String] = []
         for list in lists {
-            for item in split(list) where !item.isEmpty {
+            for item in split(list, keepingOtherEscapes: true) where !item.isEmpty {
                 let key: String
                 let value: String?
                 if let equals = item.firstIndex(of: "=") {
