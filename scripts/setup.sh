@@ -42,6 +42,9 @@ fi
 command -v swift >/dev/null || { echo "setup: swift not found (expected /opt/swift/usr/bin)" >&2; exit 1; }
 
 if [ -n "$BUILD" ]; then
-  swift build -c "$CONFIG" 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
-  test "${PIPESTATUS[0]}" = 0
+  mkdir -p .build
+  build_status=0
+  swift build -c "$CONFIG" >.build/setup-build.log 2>&1 || build_status=$?
+  grep -Ev '^\[[0-9]+/[0-9]+\]' .build/setup-build.log || true
+  test "$build_status" = 0
 fi

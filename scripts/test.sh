@@ -31,8 +31,12 @@ step "style: swift format lint --strict"
 swift format lint --strict -r Sources Tests Package.swift
 
 step "build"
-swift build --build-tests 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Build complete|^Compiling' || true
-test "${PIPESTATUS[0]}" = 0
+# (not `build | grep || true`: with pipefail a failed build would run `true` and pass)
+mkdir -p .build
+build_status=0
+swift build --build-tests >.build/test-build.log 2>&1 || build_status=$?
+grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Build complete|^Compiling' .build/test-build.log || true
+test "$build_status" = 0
 
 step "swift test"
 swift test --skip-build --parallel 2>&1 | tail -n 40

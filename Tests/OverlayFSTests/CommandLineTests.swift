@@ -6,11 +6,6 @@ import Testing
 
 @testable import OverlayFS
 
-/// Runs the built `layermount`.
-func layermount(_ arguments: [String], timeout: TimeInterval = 30) -> ProcessResult {
-    run(builtExecutable("layermount"), arguments, timeout: timeout)
-}
-
 /// The pids of `layermount` processes whose command line names `path`.
 func layermountProcesses(naming path: String) -> [pid_t] {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }

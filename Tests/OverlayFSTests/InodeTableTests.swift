@@ -5,19 +5,6 @@ import Testing
 
 @testable import OverlayFS
 
-/// A small seeded generator (SplitMix64), so a failing sequence can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Seeds for randomized tests: `LAYERMOUNT_TEST_SEED` replays one, else fixed ones plus a fresh one.
 func testSeeds() -> [UInt64] {
     if let text = ProcessInfo.processInfo.environment["LAYERMOUNT_TEST_SEED"], let seed = UInt64(text) {

@@ -4,11 +4,6 @@ import LayerCore
 import TestSupport
 import Testing
 
-extension Tag {
-    /// Tests that mount a FUSE file system (need /dev/fuse and root).
-    @Tag static var mount: Self
-}
-
 /// A layer stack built from steps and mounted with the built `layermount` binary. Call
 /// ``unmount()`` in a `defer`: it runs `fusermount3 -u`, then `-uz`, with bounded waits.
 final class MountedStack {
