@@ -105,7 +105,7 @@ struct InspectCLITests {
             FileManager.default.contents(atPath: temp.url("notes.txt")) == Data("just text, not a tar archive\n".utf8))
     }
 
-    @Test func unreadableDirectoryIsNamed() throws {
+    @Test func unreadableEntriesAreNamed() throws {
         guard getuid() == 0 else { return }  // needs another user to lose access
         let temp = TemporaryDirectory()
         chmod(temp.path, 0o755)
@@ -118,6 +118,25 @@ struct InspectCLITests {
         #expect(result.status == 1, "\(result.out) \(result.err)")
         #expect(result.err.hasPrefix("Error: \(layers[1])/secret: "), "\(result.err)")
         #expect(result.err.contains("permission denied"), "\(result.err)")
+
+        // An unreadable file: which cannot hash it, flatten cannot copy it.
+        LayerBuilder.apply([.remove("secret"), .file("private.key", "k", mode: 0o600)], in: layers[1])
+        let nobody = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        let which = run(
+            nobody[0],
+            Array(nobody.dropFirst()) + [builtExecutable("layermount"), "which"] + layers + ["--", "/private.key"])
+        #expect(which.status == 1, "\(which.out) \(which.err)")
+        #expect(which.err.hasPrefix("Error: \(layers[1])/private.key: "), "\(which.err)")
+        #expect(which.err.contains("permission denied"), "\(which.err)")
+        let output = temp.url("flat")
+        mkdir(output, 0o777)
+        chmod(output, 0o777)
+        let flatten = run(
+            nobody[0],
+            Array(nobody.dropFirst()) + [builtExecutable("layermount"), "flatten"] + layers + ["--to", output])
+        #expect(flatten.status == 1, "\(flatten.out) \(flatten.err)")
+        #expect(flatten.err.hasPrefix("Error: \(layers[1])/private.key: "), "\(flatten.err)")
+        #expect(flatten.err.contains("permission denied"), "\(flatten.err)")
     }
 
     @Test func inspectTextAndJSON() throws {
@@ -135,6 +154,13 @@ struct InspectCLITests {
 
         let json = layermount(["inspect", "--json", "--top", "2"] + layers)
         #expect(json.status == 0)
+        // The number of threads changes nothing.
+        for jobs in ["-j1", "--jobs=2", "--jobs=5"] {
+            let other = layermount(["inspect", "--json", "--top", "2", jobs] + layers)
+            #expect(other.status == 0, "\(other.err)")
+            #expect(other.stdout == json.stdout, "\(jobs)")
+        }
+        #expect(layermount(["inspect", "-j", "0"] + layers).status == 64)
         let object = try jsonObject(json.stdout)
         #expect(object["schema"] as? String == "layermount-inspect/1")
         #expect(object["command"] as? String == "inspect")

@@ -12,6 +12,9 @@ enum InspectSubcommand: Subcommand {
             InspectCommand.whiteoutFormatOption,
             CommandLineParser.Option(
                 "top", value: "<n>", help: "How many of the largest wasted files to list.", default: "10"),
+            CommandLineParser.Option(
+                "jobs", short: "j", value: "<n>",
+                help: "Threads walking the layers; the result does not depend on it.", default: "the CPUs, at most 8"),
             InspectCommand.jsonOption,
         ],
         discussion: """
