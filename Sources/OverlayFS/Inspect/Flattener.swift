@@ -200,9 +200,9 @@ public enum Flattener {
     }
 }
 
-/// A hard-link group of the merged tree: one inode of one layer.
+/// A hard-link group of the merged tree: one inode, whichever layers its names come from (the
+/// kernel overlay and the mount show names of one inode in two layers as one file too).
 private struct LinkKey: Hashable {
-    var layer: LayerIndex
     var identity: FileIdentity
 }
 
@@ -253,7 +253,7 @@ private struct DirectoryWriter: StackVisitor {
             return true
         case .regular:
             summary.files += 1
-            let key = LinkKey(layer: entry.layer, identity: status.identity)
+            let key = LinkKey(identity: status.identity)
             if status.linkCount > 1, let first = links[key] {
                 do throws(Errno) {
                     guard let firstName = first.lastName else { throw Errno.invalidArgument }
@@ -393,7 +393,7 @@ private struct ArchiveFlattener: StackVisitor {
                 summary.directories += 1
             case .regular:
                 summary.files += 1
-                let key = LinkKey(layer: entry.layer, identity: status.identity)
+                let key = LinkKey(identity: status.identity)
                 if status.linkCount > 1, let first = links[key] {
                     try writer.writeHeader(
                         header(for: relative, status: status, attributes: [], kind: .hardLink, linkTarget: first))

@@ -102,6 +102,55 @@ public enum InspectCommand {
         return format
     }
 
+    /// The paths after `--` as bytes. Taken from the raw process arguments when they line up
+    /// (Swift's `CommandLine.arguments` replaces bytes that are not UTF-8), then the `\xHH` escapes
+    /// the commands print are decoded, so a path copied from their output names the same file.
+    static func pathArguments(_ parsed: CommandLineParser.Parsed) -> [[UInt8]] {
+        let given = parsed.afterSeparator ?? []
+        var raw: [[UInt8]] = given.map { Array($0.utf8) }
+        let argv = (0..<Int(CommandLine.argc)).map { index -> [UInt8] in
+            guard let pointer = CommandLine.unsafeArgv[index] else { return [] }
+            var bytes: [UInt8] = []
+            var offset = 0
+            while pointer[offset] != 0 {
+                bytes.append(UInt8(bitPattern: pointer[offset]))
+                offset += 1
+            }
+            return bytes
+        }
+        if let separator = argv.firstIndex(of: Array("--".utf8)), argv.count - separator - 1 == given.count {
+            let tail = Array(argv[(separator + 1)...])
+            if zip(tail, given).allSatisfy({ String(decoding: $0.0, as: UTF8.self) == $0.1 }) { raw = tail }
+        }
+        return raw.map(unescapeDisplay)
+    }
+
+    /// Decodes the `\xHH` escapes of ``LayerCore/escapeForDisplay(_:)``; other backslashes stay.
+    static func unescapeDisplay(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var index = 0
+        func hex(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case 0x30...0x39: byte - 0x30
+            case 0x61...0x66: byte - 0x61 + 10
+            case 0x41...0x46: byte - 0x41 + 10
+            default: nil
+            }
+        }
+        while index < bytes.count {
+            if bytes[index] == 0x5C, index + 3 < bytes.count, bytes[index + 1] == 0x78,
+                let high = hex(bytes[index + 2]), let low = hex(bytes[index + 3])
+            {
+                out.append(high << 4 | low)
+                index += 4
+                continue
+            }
+            out.append(bytes[index])
+            index += 1
+        }
+        return out
+    }
+
     static func layers(_ parsed: CommandLineParser.Parsed) throws(CommandLineParser.UsageError) -> [String] {
         guard !parsed.positionals.isEmpty else {
             throw CommandLineParser.UsageError("Missing expected argument '<layer> ...'")

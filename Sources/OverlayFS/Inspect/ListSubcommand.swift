@@ -42,7 +42,7 @@ enum ListSubcommand: Subcommand {
         let stack = try InspectedStack(paths: layerPaths, format: format)
         defer { stack.close() }
         let merged = MergedPath(stack: stack)
-        let raw = Array((paths.first ?? "/").utf8)
+        let raw = InspectCommand.pathArguments(parsed).first ?? [0x2F]
         let path = try merged.canonical(raw, followLast: true)
         var writer = JSONWriter()
         if json {

@@ -43,7 +43,9 @@ enum WhichSubcommand: Subcommand {
         defer { stack.close() }
         let resolver = MergedPath(stack: stack)
         var reports: [PathReport] = []
-        for path in paths { reports.append(try resolver.report(Array(path.utf8), hashContent: hash)) }
+        for path in InspectCommand.pathArguments(parsed) {
+            reports.append(try resolver.report(path, hashContent: hash))
+        }
         if parsed.flag("json") {
             var json = JSONWriter()
             json.beginDocument(command: "which")
