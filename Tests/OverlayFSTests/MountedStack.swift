@@ -36,6 +36,19 @@ final class MountedStack {
         }
     }
 
+    /// Mounts existing layer directories (bottom first) on a fresh mount point.
+    init(existing layers: [String], arguments: [String] = []) throws {
+        temp = TemporaryDirectory()
+        self.layers = layers
+        mountPoint = temp.url("mnt")
+        LayerBuilder.apply([.dir("")], in: mountPoint)
+        mountResult = run(builtExecutable("layermount"), arguments + layers + [mountPoint], timeout: 30)
+        guard mountResult.status == 0, Self.isMounted(mountPoint) else {
+            unmount()
+            throw MountFailure(result: mountResult)
+        }
+    }
+
     /// `mountPoint/relative`.
     func path(_ relative: String) -> String { relative.isEmpty ? mountPoint : mountPoint + "/" + relative }
 

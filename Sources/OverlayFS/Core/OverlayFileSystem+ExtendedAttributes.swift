@@ -3,13 +3,15 @@ import LayerCore
 extension OverlayFileSystem {
     /// The value of extended attribute `name` of a node, from its providing layer. Overlay-
     /// private attributes (`trusted.overlay.*`, `user.overlay.*`) do not exist through the mount.
-    /// ``layerAttributeName`` is answered by the mount itself: `INDEX:PATH` of the providing
-    /// layer (INDEX 1-based, bottom first).
+    /// ``layerAttributeName`` and ``trustedLayerAttributeName`` are answered by the mount
+    /// itself: `INDEX:PATH` of the providing layer (INDEX 1-based, bottom first).
     ///
     /// - Throws: `ENODATA` when absent or private, `ENOTSUP`, `ESTALE`, other errnos.
     public func getxattr(_ node: NodeID, name: [UInt8]) throws(Errno) -> [UInt8] {
         let record = try inodes.record(of: node)
-        if name == Self.layerAttributeName { return Array(layerDescription(record.layer).utf8) }
+        if name == Self.layerAttributeName || name == Self.trustedLayerAttributeName {
+            return Array(layerDescription(record.layer).utf8)
+        }
         if Whiteout.isOverlayPrivateAttribute(name) { throw .noData }
         switch try attributeTarget(node, record) {
         case .descriptor(let descriptor): return try descriptor.extendedAttribute(name)
@@ -18,7 +20,7 @@ extension OverlayFileSystem {
     }
 
     /// The names of the extended attributes of a node, from its providing layer, without the
-    /// overlay-private ones (``layerAttributeName`` is not listed either).
+    /// overlay-private ones (the layer attributes are not listed either).
     ///
     /// - Throws: `ENOTSUP`, `ESTALE`, other errnos.
     public func listxattr(_ node: NodeID) throws(Errno) -> [[UInt8]] {

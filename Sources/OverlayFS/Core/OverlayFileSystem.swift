@@ -34,8 +34,13 @@ public final class OverlayFileSystem: Sendable {
     let log: @Sendable (String) -> Void
 
     /// The read-only extended attribute naming the layer a file comes from
-    /// (`user.layermount.layer`; value `INDEX:PATH`, INDEX 1-based from the bottom).
+    /// (`user.layermount.layer`; value `INDEX:PATH`, INDEX 1-based from the bottom). The kernel
+    /// passes `user.*` names only for regular files and directories.
     public static let layerAttributeName: [UInt8] = Array("user.layermount.layer".utf8)
+
+    /// The same attribute for every file type, symlinks and devices included
+    /// (`trusted.layermount.layer`; reading `trusted.*` needs CAP_SYS_ADMIN).
+    public static let trustedLayerAttributeName: [UInt8] = Array("trusted.layermount.layer".utf8)
 
     /// An overlay of `stack`.
     ///
