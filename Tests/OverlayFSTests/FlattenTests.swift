@@ -43,9 +43,19 @@ struct FlattenTests {
     @Test(arguments: [WhiteoutFormat.oci, .overlay])
     func everyTargetEqualsTheKernelMount(format: WhiteoutFormat) throws {
         let temp = TemporaryDirectory()
-        // The kernel reads the overlay format; the OCI stack must give the same tree.
+        // The kernel reads the overlay format; the OCI stack, converted from it with the times kept
+        // (layertool.py to-oci, as the corpus is), must give the same tree.
         let kernelLayers = makeLayers(Self.stack(.overlay), in: temp, prefix: "k")
-        let layers = format == .overlay ? kernelLayers : makeLayers(Self.stack(.oci), in: temp, prefix: "o")
+        var layers = kernelLayers
+        if format == .oci {
+            layers = kernelLayers.map { $0 + "-oci" }
+            for (source, destination) in zip(kernelLayers, layers) {
+                let converted = run(
+                    "/usr/bin/python3",
+                    [RealCorpus.sharedDirectory + "/corpus/layertool.py", "to-oci", source, destination])
+                try #require(converted.status == 0, "\(converted.err)")
+            }
+        }
         let mount = try KernelOverlayMount(layers: kernelLayers)
         defer { mount.unmount() }
         for (target, isArchive) in [("out", false), ("out.tar", true), ("out.tar.gz", true), ("out.tar.zst", true)] {
@@ -63,9 +73,11 @@ struct FlattenTests {
             let comparison = treeDifferences(mount.path, tree)
             #expect(comparison.status == 0, "\(target): \(comparison.out)\(comparison.err)")
         }
-        // Holes stay holes in a directory target.
+        // Holes stay holes in a directory target (to-oci does not keep them in the OCI copy).
         var status = stat()
-        #expect(lstat(temp.url("out/meta/sparse"), &status) == 0 && status.st_blocks * 512 < 1 << 20)
+        if format == .overlay {
+            #expect(lstat(temp.url("out/meta/sparse"), &status) == 0 && status.st_blocks * 512 < 1 << 20)
+        }
     }
 
     @Test func tarballsAreReproducibleAndDigestsAreRight() throws {
