@@ -1,0 +1,307 @@
+import Glibc
+import LayerCore
+
+/// Applies an OCI layer onto a root directory with the image-spec semantics, never writing
+/// outside the root.
+///
+/// 1. The layer is read once to check it: every path is normalised (absolute names, `..`,
+///    names over 255 bytes, paths over 4096 bytes are refused), hard-link targets likewise, a
+///    path below a symlink the layer itself creates is refused, whiteouts of `.` or `..` are
+///    refused, and device nodes are refused unless running as root. Nothing is written yet.
+/// 2. Whiteouts and opaque markers are applied to the lower content (what ROOT holds now).
+/// 3. The entries are applied in layer order: a directory over a directory keeps it and takes
+///    the new owner, mode and exact xattr set; anything else removes what is there and creates
+///    the entry (`O_EXCL | O_NOFOLLOW`); hard links are linked to their target inside ROOT.
+/// 4. Directory mtimes are set last: the layer's directories get theirs, and directories that
+///    were only touched as a side effect (an entry below them created or removed) get their
+///    old mtime back.
+///
+/// Every path is walked one component at a time from ROOT's descriptor with `O_NOFOLLOW`, so a
+/// symlink already in ROOT (`etc -> /etc`) is never followed: an entry below it is refused.
+public final class LayerApplier {
+    private let root: FileDescriptor
+    private let rootPath: String
+    private var touched: [RelativePath: Timestamp] = [:]
+    private var directoryTimes: [(RelativePath, Timestamp)] = []
+    private var cachedParent: (path: RelativePath, directory: FileDescriptor)?
+
+    /// An applier onto the directory at `root`.
+    ///
+    /// - Throws: ``DiffError`` when `root` is not an accessible directory.
+    public init(root: String) throws(DiffError) {
+        rootPath = root
+        do {
+            self.root = try FileDescriptor.open(path: root, flags: O_RDONLY | O_DIRECTORY)
+        } catch {
+            throw DiffError(PathError(path: root, errno: error, what: "root"))
+        }
+    }
+
+    /// Applies the layer at `layer`: a tarball (any compression) or a layer directory whose
+    /// markers are read per `directoryFormat`.
+    ///
+    /// - Throws: ``DiffError`` naming the layer entry or ROOT path at fault.
+    public func apply(layer: String, directoryFormat: WhiteoutFormat = .auto) throws(DiffError) {
+        var status = stat()
+        guard stat(layer, &status) == 0 else {
+            throw DiffError(PathError(path: layer, errno: .current, what: "layer"))
+        }
+        let source: LayerSource
+        if FileType(mode: UInt32(status.st_mode)) == .directory {
+            source = DirectoryLayerSource(path: layer, format: directoryFormat)
+        } else {
+            source = TarLayerSource(path: layer)
+        }
+        try apply(source)
+    }
+
+    func apply(_ source: LayerSource) throws(DiffError) {
+        // 1. Check everything; collect the markers.
+        var whiteouts: [RelativePath] = []
+        var opaques: [RelativePath] = []
+        var symlinks = Set<RelativePath>()
+        var directories = Set<RelativePath>()
+        let privileged = geteuid() == 0
+        try source.forEach { (entry, _) throws(DiffError) in
+            for length in 1..<max(1, entry.path.components.count) {
+                let prefix = RelativePath(components: Array(entry.path.components.prefix(length)))
+                if symlinks.contains(prefix) {
+                    throw DiffError(
+                        path: entry.display,
+                        reason:
+                            "refused: goes through '\(prefix)', a symlink in the layer (nothing is written through symlinks)"
+                    )
+                }
+            }
+            switch entry.role {
+            case .whiteout(let target): whiteouts.append(entry.path.parent.appending(target))
+            case .opaque: opaques.append(entry.path.parent)
+            case .meta: break
+            case .entry:
+                if entry.path.isRoot && entry.kind != .directory {
+                    throw DiffError(path: entry.display, reason: "refused: the root entry is not a directory")
+                }
+                if (entry.kind == .characterDevice || entry.kind == .blockDevice) && !privileged {
+                    throw DiffError(
+                        path: entry.display, reason: "refused: device nodes are only created when running as root")
+                }
+                if let target = entry.hardLinkTarget {
+                    if target.isRoot || directories.contains(target) {
+                        throw DiffError(path: entry.display, reason: "refused: hard link to a directory")
+                    }
+                    for length in 1..<max(1, target.components.count) {
+                        let prefix = RelativePath(components: Array(target.components.prefix(length)))
+                        if symlinks.contains(prefix) {
+                            throw DiffError(
+                                path: entry.display, reason: "refused: hard link target goes through a symlink")
+                        }
+                    }
+                }
+                if entry.kind == .symlink {
+                    symlinks.insert(entry.path)
+                } else {
+                    symlinks.remove(entry.path)
+                }
+                if entry.kind == .directory { directories.insert(entry.path) } else { directories.remove(entry.path) }
+            }
+        }
+        // 2. Whiteouts and opaque markers, on the lower content only.
+        for path in whiteouts {
+            guard let name = path.lastName, let parent = try existingDirectory(path.parent, for: path) else { continue }
+            let exists: Bool
+            do {
+                exists = try parent.statusIfPresent(of: name) != nil
+            } catch {
+                throw DiffError(path: display(path), "cannot examine", error)
+            }
+            guard exists else { continue }
+            try touch(path.parent, parent)
+            do {
+                try FileMaker.remove(name, in: parent)
+            } catch {
+                throw DiffError(path: display(path), "cannot remove", error)
+            }
+        }
+        for path in opaques {
+            guard let directory = try existingDirectory(path, for: path) else { continue }
+            try touch(path, directory)
+            do {
+                try FileMaker.removeContents(of: directory)
+            } catch {
+                throw DiffError(path: display(path), "cannot empty the opaque directory", error)
+            }
+        }
+        // 3. The entries, in layer order.
+        try source.forEach { (entry, content) throws(DiffError) in
+            guard case .entry = entry.role else { return }
+            try place(entry, content)
+        }
+        // 4. Directory mtimes last.
+        for (path, time) in touched where !directoryTimes.contains(where: { $0.0 == path }) {
+            try setTime(path, time)
+        }
+        for (path, time) in directoryTimes.reversed() { try setTime(path, time) }
+    }
+
+    private func place(_ entry: LayerEntry, _ content: ((SparseWriter) throws(DiffError) -> Void)?) throws(DiffError) {
+        if entry.path.isRoot {
+            try attempt(entry.path, "cannot set attributes") { () throws(Errno) in
+                try FileMaker.apply(entry.metadata, to: root, setTime: false)
+            }
+            directoryTimes.append((.root, entry.metadata.modificationTime))
+            return
+        }
+        guard let name = entry.path.lastName else { return }
+        let parent = try parentDirectory(entry.path.parent, for: entry)
+        let existing: FileStatus?
+        do {
+            existing = try parent.statusIfPresent(of: name)
+        } catch {
+            throw DiffError(path: display(entry.path), "cannot examine", error)
+        }
+        if let existing, existing.type == .directory, entry.kind == .directory {
+            let directory: FileDescriptor
+            do {
+                directory = try parent.open(name, flags: O_RDONLY | O_DIRECTORY)
+                try FileMaker.apply(entry.metadata, to: directory, setTime: false)
+            } catch {
+                throw DiffError(path: display(entry.path), "cannot set attributes", error)
+            }
+            directoryTimes.append((entry.path, entry.metadata.modificationTime))
+            if cachedParent?.path == entry.path { cachedParent = nil }
+            return
+        }
+        try touch(entry.path.parent, parent)
+        if existing != nil {
+            try attempt(entry.path, "cannot remove the existing entry") { () throws(Errno) in
+                try FileMaker.remove(name, in: parent)
+            }
+            if let cached = cachedParent, cached.path.components.starts(with: entry.path.components) {
+                cachedParent = nil
+            }
+        }
+        switch entry.kind {
+        case .hardLink:
+            guard let target = entry.hardLinkTarget, let targetName = target.lastName else { return }
+            guard let targetParent = try existingDirectory(target.parent, for: target) else {
+                throw DiffError(path: display(entry.path), reason: "hard link target '\(target)' does not exist")
+            }
+            try attempt(entry.path, "cannot link to '\(target)'") { () throws(Errno) in
+                try FileMaker.link(name, in: parent, to: targetName, in: targetParent)
+            }
+        case .regular:
+            do {
+                try FileMaker.makeFile(name, in: parent, entry.metadata) { (writer) throws(DiffError) in
+                    try content?(writer)
+                    if content == nil { try? writer.pad(to: entry.size) }
+                }
+            } catch {
+                switch error {
+                case .system(let errno): throw DiffError(path: display(entry.path), "cannot create", errno)
+                case .fill(let inner): throw inner
+                }
+            }
+        default:
+            try attempt(entry.path, "cannot create") { () throws(Errno) in
+                try FileMaker.make(name, in: parent, entry.metadata)
+            }
+            if entry.kind == .directory {
+                directoryTimes.append((entry.path, entry.metadata.modificationTime))
+            }
+        }
+    }
+
+    /// The directory at `path` in ROOT, walked one component at a time without following a
+    /// symlink; missing components are created (0755), as appliers do for parents a layer
+    /// leaves out.
+    private func parentDirectory(_ path: RelativePath, for entry: LayerEntry) throws(DiffError) -> FileDescriptor {
+        if path.isRoot { return root }
+        if let cached = cachedParent, cached.path == path { return cached.directory }
+        var current = root
+        var walked = RelativePath.root
+        for component in path.components {
+            let next = walked.appending(component)
+            do {
+                current = try current.open(component, flags: O_RDONLY | O_DIRECTORY)
+            } catch .noEntry {
+                try touch(walked, current)
+                do {
+                    _ = try component.withCString { (cName) throws(Errno) in
+                        try valueOrErrno { mkdirat(current.rawValue, cName, 0o755) }
+                    }
+                    current = try current.open(component, flags: O_RDONLY | O_DIRECTORY)
+                } catch {
+                    throw DiffError(path: display(next), "cannot create the parent directory", error)
+                }
+            } catch .tooManySymlinks {
+                throw DiffError(
+                    path: entry.display,
+                    reason: "refused: '\(next)' in \(rootPath) is a symlink (nothing is written through symlinks)")
+            } catch .notDirectory {
+                throw DiffError(path: entry.display, reason: "refused: '\(next)' in \(rootPath) is not a directory")
+            } catch {
+                throw DiffError(path: display(next), "cannot open", error)
+            }
+            walked = next
+        }
+        cachedParent = (path, current)
+        return current
+    }
+
+    /// The existing directory at `path` in ROOT, or nil when a component is missing or not a
+    /// directory. A symlink on the way is refused.
+    private func existingDirectory(_ path: RelativePath, for subject: RelativePath) throws(DiffError) -> FileDescriptor?
+    {
+        if path.isRoot { return root }
+        do {
+            return try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
+        } catch .noEntry {
+            return nil
+        } catch .notDirectory {
+            return nil
+        } catch .tooManySymlinks {
+            throw DiffError(
+                path: subject.description,
+                reason: "refused: the path goes through a symlink in \(rootPath) (nothing is changed through symlinks)")
+        } catch .crossDevice {
+            throw DiffError(path: subject.description, reason: "refused: the path leaves \(rootPath)")
+        } catch {
+            throw DiffError(path: display(path), "cannot open", error)
+        }
+    }
+
+    /// Remembers a directory's mtime before the first change in it.
+    private func touch(_ path: RelativePath, _ directory: FileDescriptor) throws(DiffError) {
+        guard touched[path] == nil else { return }
+        do {
+            touched[path] = try directory.status().modificationTime
+        } catch {
+            throw DiffError(path: display(path), "cannot examine", error)
+        }
+    }
+
+    private func setTime(_ path: RelativePath, _ time: Timestamp) throws(DiffError) {
+        do {
+            let directory = path.isRoot ? root : try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
+            try FileMaker.setTimes(of: directory, time)
+        } catch .noEntry {
+            return
+        } catch .notDirectory {
+            return
+        } catch {
+            throw DiffError(path: display(path), "cannot set the modification time", error)
+        }
+    }
+
+    private func attempt(_ path: RelativePath, _ what: String, _ body: () throws(Errno) -> Void) throws(DiffError) {
+        do {
+            try body()
+        } catch {
+            throw DiffError(path: display(path), what, error)
+        }
+    }
+
+    private func display(_ path: RelativePath) -> String {
+        path.isRoot ? rootPath : (rootPath.hasSuffix("/") ? rootPath : rootPath + "/") + path.description
+    }
+}

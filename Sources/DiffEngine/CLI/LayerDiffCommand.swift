@@ -1,0 +1,444 @@
+import Glibc
+import LayerCore
+
+/// The `layerdiff` command line: `layerdiff A B`, `layerdiff --upper UPPERDIR A`,
+/// `layerdiff apply LAYER ROOT`. `main.swift` calls ``main(_:)`` and exits with its result.
+///
+/// Exit status follows diff(1): 0 when the trees are equal, 1 when they differ, 2 on trouble;
+/// 64 for a usage error. `apply` exits 0 on success and 2 on trouble.
+public enum LayerDiffCommand {
+    static let diffCommand = CommandLineParser.Command(
+        name: "layerdiff",
+        overview:
+            "Compute the minimal, exact changeset that turns tree A into tree B, as a change list, an OCI layer tarball or a layer directory.",
+        usage:
+            "[<options>] <a> <b>\n       layerdiff [<options>] --upper <upperdir> <a>\n       layerdiff apply [<options>] <layer> <root>",
+        arguments: [
+            ("<a>", "The tree before (the lower side)."),
+            ("<b>", "The tree after. Omitted with --upper."),
+        ],
+        options: [
+            .init(
+                "output", short: "o", value: "<file>",
+                help:
+                    "Write the changeset as an OCI layer tarball (PAX). The name picks the compression: .tar, .tar.gz or .tar.zst. Prints the layer's diff_id, digest, size and media type."
+            ),
+            .init(
+                "layer-dir", value: "<dir>",
+                help: "Write the changeset as a layer directory (created; an existing one must be empty)."),
+            .init(
+                "whiteout-format", value: "<format>", help: "Markers in --layer-dir: oci or overlay (kernel format).",
+                default: "oci"),
+            .init(
+                "upper", value: "<upperdir>",
+                help:
+                    "B is A seen through this overlay upper dir (after a build step): only the upper dir is walked, A only where the upper dir touches it."
+            ),
+            .init(
+                "upper-format", value: "<format>",
+                help: "Markers the upper dir uses: auto (both), overlay (char 0/0, opaque xattrs) or oci (.wh. files).",
+                default: "auto"),
+            .init("stat", help: "Print counts and bytes per kind of change instead of the list."),
+            .init(
+                "json", help: "Print one JSON object per change (streamed, in path order), then a summary object."),
+            .init(
+                "quiet", short: "q", help: "Print nothing on standard output and no progress; the exit status tells."),
+            .init(
+                "trust-mtime",
+                help: "Take a regular file with equal size, mtime and metadata as unchanged without reading it."),
+            .init(
+                "ignore-mtime",
+                help:
+                    "A file whose content, mode, owner and xattrs are equal is unchanged even if its mtime moved (directories too)."
+            ),
+            .init(
+                "mtime-clamp", value: "<epoch>",
+                help:
+                    "In the written layer, clamp mtimes later than this (seconds since the epoch). Default: $SOURCE_DATE_EPOCH."
+            ),
+            .init(
+                "skip-unrepresentable",
+                help:
+                    "Leave out (and list on stderr) entries the layer cannot hold, such as names starting with .wh., instead of failing."
+            ),
+            .init(
+                "jobs", short: "j", value: "<n>", help: "Threads for hashing and listing.", default: "number of CPUs"),
+            .init("version", help: "Show the version."),
+        ],
+        subcommands: [("apply", "Apply a layer (tarball or directory) onto a root directory, safely.")],
+        discussion: """
+            OUTPUT:
+              Without --stat, --json or a layer, one line per change in path order: 'A /path' added,
+              'C /path' changed, 'D /path' deleted (a deleted directory is one line). Bytes that are not
+              printable UTF-8, and backslash, are written \\xHH. With -o, the layer's digests instead.
+
+            EXIT STATUS:
+              0  the trees are equal
+              1  the trees differ
+              2  trouble: a tree cannot be read, a change cannot be stored in the layer, an output fails
+              64 usage error
+            """)
+
+    static let applyCommand = CommandLineParser.Command(
+        name: "layerdiff apply",
+        overview:
+            "Apply an OCI layer (a tarball of any compression, or a layer directory) onto ROOT with the OCI semantics, never writing outside ROOT.",
+        usage: "[<options>] <layer> <root>",
+        arguments: [
+            ("<layer>", "A layer tarball (.tar, .tar.gz, .tar.zst, ...) or a layer directory."),
+            ("<root>", "The directory to change."),
+        ],
+        options: [
+            .init(
+                "whiteout-format", value: "<format>",
+                help: "Markers of a layer directory: auto (both), oci or overlay. Tarballs always use oci.",
+                default: "auto")
+        ],
+        discussion: """
+            Whiteouts and opaque markers remove lower content only and are applied first; a directory
+            over a directory keeps it and takes the new attributes; anything else replaces what is
+            there; directory mtimes are restored last. Absolute names, '..', paths through a symlink
+            (in the layer or already in ROOT) and hard links leaving ROOT are refused, as are device
+            nodes unless running as root. The layer is checked before ROOT is touched.
+
+            EXIT STATUS:
+              0  applied
+              2  trouble (nothing is written outside ROOT)
+              64 usage error
+            """)
+
+    /// Runs the command with `arguments` (without the program name) and returns the exit status.
+    public static func main(_ arguments: [String]) -> Int32 {
+        if arguments.first == "apply" { return apply(Array(arguments.dropFirst())) }
+        if arguments.first == "help" {
+            let topic = arguments.dropFirst().first
+            print(
+                topic == "apply" ? CommandLineParser(applyCommand).helpText : CommandLineParser(diffCommand).helpText,
+                terminator: "")
+            return 0
+        }
+        let parser = CommandLineParser(diffCommand)
+        let parsed: CommandLineParser.Parsed
+        do {
+            parsed = try parser.parse(arguments)
+        } catch {
+            return usage(parser, error)
+        }
+        if parsed.wantsHelp {
+            print(parser.helpText, terminator: "")
+            return 0
+        }
+        if parsed.flag("version") {
+            print(DiffEngineModule.version)
+            return 0
+        }
+        let request: DiffRequest
+        do {
+            request = try DiffRequest(parsed)
+        } catch {
+            return usage(parser, error)
+        }
+        do {
+            let summary = try request.run()
+            return summary.differs ? 1 : 0
+        } catch {
+            fail("Error: \(error)")
+            return 2
+        }
+    }
+
+    static func apply(_ arguments: [String]) -> Int32 {
+        let parser = CommandLineParser(applyCommand)
+        let parsed: CommandLineParser.Parsed
+        do {
+            parsed = try parser.parse(arguments)
+        } catch {
+            return usage(parser, error)
+        }
+        if parsed.wantsHelp {
+            print(parser.helpText, terminator: "")
+            return 0
+        }
+        let positionals = parsed.positionals + (parsed.afterSeparator ?? [])
+        guard positionals.count >= 1 else { return usage(parser, .init("Missing expected argument '<layer>'")) }
+        guard positionals.count >= 2 else { return usage(parser, .init("Missing expected argument '<root>'")) }
+        guard positionals.count == 2 else {
+            return usage(parser, .init("Unexpected argument '\(positionals[2])'"))
+        }
+        let formatName = parsed.value("whiteout-format") ?? "auto"
+        guard let format = WhiteoutFormat(rawValue: formatName) else {
+            return usage(parser, .init("The value '\(formatName)' is invalid for '--whiteout-format <format>'"))
+        }
+        do {
+            let applier = try LayerApplier(root: positionals[1])
+            try applier.apply(layer: positionals[0], directoryFormat: format)
+            return 0
+        } catch {
+            fail("Error: \(error)")
+            return 2
+        }
+    }
+
+    static func usage(_ parser: CommandLineParser, _ error: CommandLineParser.UsageError) -> Int32 {
+        fail(parser.usageErrorText(error), newline: false)
+        return ExitCode.usage
+    }
+
+    static func fail(_ message: String, newline: Bool = true) {
+        let text = newline ? message + "\n" : message
+        _ = text.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
+    }
+}
+
+/// One diff run as the command line asked for it.
+struct DiffRequest {
+    var a: String
+    var b: String
+    var upper: Bool
+    var upperFormat: WhiteoutFormat = .auto
+    var options = DiffOptions()
+    var archive: (path: String, compression: ArchiveCompression)?
+    var layerDirectory: String?
+    var layerDirectoryFormat: LayerFormat = .oci
+    var stat = false
+    var json = false
+    var quiet = false
+    var clamp: Int64?
+
+    init(_ parsed: CommandLineParser.Parsed) throws(CommandLineParser.UsageError) {
+        let positionals = parsed.positionals + (parsed.afterSeparator ?? [])
+        if let upperPath = parsed.value("upper") {
+            guard let first = positionals.first else { throw .init("Missing expected argument '<a>'") }
+            guard positionals.count == 1 else {
+                throw .init("Unexpected argument '\(positionals[1])' (B is the --upper dir)")
+            }
+            a = first
+            b = upperPath
+            upper = true
+            let name = parsed.value("upper-format") ?? "auto"
+            guard let format = WhiteoutFormat(rawValue: name) else {
+                throw .init("The value '\(name)' is invalid for '--upper-format <format>'")
+            }
+            upperFormat = format
+        } else {
+            guard positionals.count >= 1 else { throw .init("Missing expected argument '<a>'") }
+            guard positionals.count >= 2 else { throw .init("Missing expected argument '<b>'") }
+            guard positionals.count == 2 else { throw .init("Unexpected argument '\(positionals[2])'") }
+            a = positionals[0]
+            b = positionals[1]
+            upper = false
+        }
+        stat = parsed.flag("stat")
+        json = parsed.flag("json")
+        quiet = parsed.flag("quiet")
+        if stat && json { throw .init("'--stat' and '--json' cannot be used together") }
+        options.trustModificationTime = parsed.flag("trust-mtime")
+        options.ignoreModificationTime = parsed.flag("ignore-mtime")
+        options.skipUnrepresentable = parsed.flag("skip-unrepresentable")
+        if let jobs = parsed.value("jobs") {
+            guard let count = Int(jobs), count >= 1, count <= 1024 else {
+                throw .init("The value '\(jobs)' is invalid for '--jobs <n>': give a number from 1 to 1024")
+            }
+            options.jobs = count
+        }
+        if let output = parsed.value("output") {
+            guard let compression = ArchiveCompression(fileName: output) else {
+                throw .init("The value '\(output)' is invalid for '--output <file>': name it .tar, .tar.gz or .tar.zst")
+            }
+            archive = (output, compression)
+            options.layerFormat = .oci
+        }
+        if let directory = parsed.value("layer-dir") {
+            guard archive == nil else { throw .init("'--output' and '--layer-dir' cannot be used together") }
+            layerDirectory = directory
+            let name = parsed.value("whiteout-format") ?? "oci"
+            switch name {
+            case "oci": layerDirectoryFormat = .oci
+            case "overlay": layerDirectoryFormat = .overlay
+            default: throw .init("The value '\(name)' is invalid for '--whiteout-format <format>': oci or overlay")
+            }
+            options.layerFormat = layerDirectoryFormat
+        }
+        if let value = parsed.value("mtime-clamp") {
+            guard let epoch = Int64(value), epoch >= 0 else {
+                throw .init("The value '\(value)' is invalid for '--mtime-clamp <epoch>': give seconds since the epoch")
+            }
+            clamp = epoch
+        } else if let value = getenv("SOURCE_DATE_EPOCH").map({ String(cString: $0) }), !value.isEmpty {
+            guard let epoch = Int64(value), epoch >= 0 else {
+                throw .init("SOURCE_DATE_EPOCH='\(value)' is not a number of seconds")
+            }
+            clamp = epoch
+        }
+    }
+
+    /// Runs the diff and prints what was asked.
+    ///
+    /// - Throws: ``DiffError`` on trouble (no partial layer is left behind).
+    func run() throws(DiffError) -> DiffSummary {
+        let aRoot = try DiffRequest.openRoot(a, "tree")
+        let bRoot = try DiffRequest.openRoot(b, upper ? "upper dir" : "tree")
+        let aReader = SideReader(displayRoot: a, dropOverlayAttributes: upper)
+        let bReader = SideReader(displayRoot: b, dropOverlayAttributes: upper)
+        let stdout = OutputBuffer(descriptor: 1, streaming: json)
+        var reporters: [ChangeReporter] = []
+        var jsonReporter: JSONReporter?
+        var statReporter: StatReporter?
+        if !quiet {
+            if json {
+                let reporter = JSONReporter(output: stdout)
+                jsonReporter = reporter
+                reporters.append(reporter)
+            } else if stat {
+                let reporter = StatReporter(output: stdout)
+                statReporter = reporter
+                reporters.append(reporter)
+            } else if archive == nil && layerDirectory == nil {
+                reporters.append(TextReporter(output: stdout))
+            }
+        }
+        _ = FileDescriptor.raiseOpenFileLimit()
+        var output: LayerOutput?
+        var sink: LayerSink?
+        let display = { (path: RelativePath) in bReader.display(path) }
+        if let archive {
+            let created = try LayerOutput.archive(archive.path)
+            output = created
+            do {
+                let writer = try ArchiveWriter(output: created.descriptor, compression: archive.compression)
+                sink = TarLayerSink(writer: writer, clamp: clamp, display: display)
+            } catch {
+                created.discard()
+                throw DiffError(path: archive.path, reason: error.message, errno: error.errno)
+            }
+        } else if let layerDirectory {
+            let created = try LayerOutput.directory(layerDirectory)
+            output = created
+            sink = DirectoryLayerSink(
+                root: created.descriptor, rootDisplay: layerDirectory, format: layerDirectoryFormat, clamp: clamp,
+                sources: [bRoot, aRoot], sourceReader: bReader, display: display)
+        }
+        let emitter = Emitter(
+            reporters: reporters, sink: sink, format: options.layerFormat,
+            skipUnrepresentable: options.skipUnrepresentable,
+            bReader: bReader, ignoringMtime: options.ignoreModificationTime)
+        let progress = (!quiet && isatty(2) == 1) ? Progress() : nil
+        let mode: DiffWalk.Mode = upper ? .upper(upperFormat) : .trees
+        do {
+            let walk = DiffWalk(
+                options: options, a: aReader, b: bReader, mode: mode, emitter: emitter, progress: progress)
+            try walk.run(aRoot: aRoot, bRoot: bRoot)
+            try sink?.finish()
+            try output?.commit()
+        } catch {
+            progress?.finish()
+            output?.discard()
+            throw error
+        }
+        var summary = emitter.summary
+        if let tar = sink as? TarLayerSink, let result = tar.result {
+            let lines = [
+                ("diff_id", result.diffID.description), ("digest", result.digest.description),
+                ("size", "\(result.size)"),
+                ("media_type", result.compression.mediaType),
+            ]
+            jsonReporter?.layer = lines.map { ($0.0, $0.0 == "size" ? $0.1 : JSONReporter.quote($0.1)) }
+            statReporter?.layerLines = lines.map { "\($0.0): \($0.1)" }
+            if !quiet && !json && !stat {
+                for (key, value) in lines { try stdout.line("\(key): \(value)") }
+            }
+        }
+        for skipped in summary.skipped {
+            LayerDiffCommand.fail("layerdiff: skipped (the layer cannot hold it): \(skipped)")
+        }
+        try emitter.finishReporters()
+        try stdout.flush()
+        summary = emitter.summary
+        return summary
+    }
+
+    static func openRoot(_ path: String, _ what: String) throws(DiffError) -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(path: path, flags: O_RDONLY | O_DIRECTORY)
+        } catch {
+            throw DiffError(PathError(path: path, errno: error, what: what))
+        }
+    }
+}
+
+/// A layer being written: a temporary file renamed into place on success, or a directory
+/// emptied again on failure, so a failed run leaves no partial layer.
+final class LayerOutput {
+    let descriptor: FileDescriptor
+    private let finalPath: String
+    private let temporaryPath: String?
+    private let createdDirectory: Bool
+    private var done = false
+
+    private init(descriptor: FileDescriptor, finalPath: String, temporaryPath: String?, createdDirectory: Bool) {
+        self.descriptor = descriptor
+        self.finalPath = finalPath
+        self.temporaryPath = temporaryPath
+        self.createdDirectory = createdDirectory
+    }
+
+    /// A temporary file next to `path`, renamed to `path` by ``commit()``.
+    static func archive(_ path: String) throws(DiffError) -> LayerOutput {
+        let temporary = path + ".layerdiff-\(getpid()).tmp"
+        do {
+            let fd = try FileDescriptor.open(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_TRUNC, mode: 0o644)
+            return LayerOutput(descriptor: fd, finalPath: path, temporaryPath: temporary, createdDirectory: false)
+        } catch {
+            throw DiffError(path: path, "cannot create the layer", error)
+        }
+    }
+
+    /// The directory `path`, created, or existing and empty.
+    static func directory(_ path: String) throws(DiffError) -> LayerOutput {
+        var created = false
+        if mkdir(path, 0o755) == 0 {
+            created = true
+        } else if Errno.current != .exists {
+            throw DiffError(path: path, "cannot create the layer directory", Errno.current)
+        }
+        do {
+            let fd = try FileDescriptor.open(path: path, flags: O_RDONLY | O_DIRECTORY)
+            let names = try TreeWalker.names(of: fd, sorted: false)
+            if !created && !names.isEmpty {
+                throw DiffError(path: path, reason: "the layer directory exists and is not empty")
+            }
+            return LayerOutput(descriptor: fd, finalPath: path, temporaryPath: nil, createdDirectory: created)
+        } catch let error as DiffError {
+            throw error
+        } catch {
+            throw DiffError(path: path, reason: "cannot open the layer directory: \(error)")
+        }
+    }
+
+    /// Puts the layer in place.
+    func commit() throws(DiffError) {
+        guard !done else { return }
+        done = true
+        if let temporaryPath {
+            if rename(temporaryPath, finalPath) != 0 {
+                let error = Errno.current
+                unlink(temporaryPath)
+                throw DiffError(path: finalPath, "cannot rename the layer into place", error)
+            }
+        }
+    }
+
+    /// Removes what was written.
+    func discard() {
+        guard !done else { return }
+        done = true
+        if let temporaryPath {
+            unlink(temporaryPath)
+        } else {
+            try? FileMaker.removeContents(of: descriptor)
+            if createdDirectory { rmdir(finalPath) }
+        }
+    }
+
+    deinit { discard() }
+}

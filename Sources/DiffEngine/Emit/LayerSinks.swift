@@ -1,0 +1,315 @@
+import Glibc
+import LayerCore
+
+/// What the emitter writes to a layer at one path.
+enum LayerWrite {
+    /// The B entry; a hard link to the earlier path when given.
+    case entry(SideEntry, hardLinkTo: RelativePath?)
+    /// A whiteout deleting the path (the time is the parent's B mtime).
+    case whiteout(Timestamp)
+    /// An opaque marker on the directory at the path (the time is its B mtime).
+    case opaque(Timestamp)
+}
+
+/// Where a changeset goes: an OCI tarball or a layer directory.
+protocol LayerSink: AnyObject {
+    /// Writes one item. Items come in layer order (a directory before its contents, markers
+    /// before siblings).
+    func write(_ path: RelativePath, _ item: LayerWrite) throws(DiffError)
+    /// Completes the layer.
+    func finish() throws(DiffError)
+}
+
+/// Reads a B regular file's content in chunks for a layer writer, checking it is the inode that
+/// was compared and that it still has the size that was examined.
+struct ContentReader {
+    let display: (RelativePath) -> String
+    let buffer: UnsafeMutableRawBufferPointer
+
+    /// Calls `body` with successive chunks of `entry`'s content, exactly `entry.status.size`
+    /// bytes in all.
+    func read(_ entry: SideEntry, at path: RelativePath, _ body: (UnsafeRawBufferPointer) throws(DiffError) -> Void)
+        throws(DiffError)
+    {
+        let file = try ContentJob.open(entry, display(path))
+        let size = entry.status.size
+        var offset: Int64 = 0
+        while offset < size {
+            let want = Int(min(Int64(buffer.count), size - offset))
+            let count = try ContentJob.read(file, into: buffer, count: want, at: offset, display(path))
+            if count == 0 { throw DiffError(path: display(path), reason: "shrank while the diff ran") }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            offset += Int64(count)
+        }
+    }
+}
+
+/// Writes the changeset as an OCI layer tarball through LayerCore's ``ArchiveWriter``.
+final class TarLayerSink: LayerSink {
+    private let writer: ArchiveWriter
+    private let clamp: Int64?
+    private let content: ContentReader
+    private let storage: UnsafeMutableRawBufferPointer
+    /// The digests, after ``finish()``.
+    private(set) var result: ArchiveSummary?
+
+    /// A sink writing to `writer`; mtimes after `clamp` (seconds) become `clamp`.
+    init(writer: ArchiveWriter, clamp: Int64?, display: @escaping (RelativePath) -> String) {
+        self.writer = writer
+        self.clamp = clamp
+        storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        content = ContentReader(display: display, buffer: storage)
+    }
+
+    deinit { storage.deallocate() }
+
+    func write(_ path: RelativePath, _ item: LayerWrite) throws(DiffError) {
+        switch item {
+        case .entry(let entry, let linkTo):
+            try writeEntry(path, entry, linkTo: linkTo)
+        case .whiteout(let time):
+            guard let name = path.lastName else { return }
+            let whiteout = path.parent.appending(FileName(unchecked: Whiteout.ociPrefix + name.bytes))
+            try header(marker(whiteout, time), path)
+        case .opaque(let time):
+            try header(marker(path.appending(Whiteout.ociOpaqueMarker), time), path)
+        }
+    }
+
+    private func marker(_ path: RelativePath, _ time: Timestamp) -> ArchiveEntry {
+        ArchiveEntry(
+            path: ArchiveEntry.storedPath(path, isDirectory: false), kind: .regular, permissions: 0, size: 0,
+            modificationTime: EntryMetadata.clamped(time, clamp))
+    }
+
+    private func writeEntry(_ path: RelativePath, _ entry: SideEntry, linkTo: RelativePath?) throws(DiffError) {
+        let metadata = EntryMetadata(entry, clamp: clamp)
+        var archived = ArchiveEntry(
+            path: ArchiveEntry.storedPath(path, isDirectory: entry.isDirectory), kind: .regular,
+            permissions: metadata.permissions, userID: metadata.userID, groupID: metadata.groupID,
+            modificationTime: metadata.modificationTime, extendedAttributes: metadata.attributes)
+        if let linkTo {
+            archived.kind = .hardLink
+            archived.linkTarget = linkTo.bytes
+            try header(archived, path)
+            return
+        }
+        switch entry.type {
+        case .regular:
+            archived.size = entry.status.size
+        case .directory: archived.kind = .directory
+        case .symlink:
+            archived.kind = .symlink
+            archived.linkTarget = entry.linkTarget
+        case .characterDevice, .blockDevice:
+            archived.kind = entry.type == .characterDevice ? .characterDevice : .blockDevice
+            archived.deviceMajor = metadata.deviceMajor
+            archived.deviceMinor = metadata.deviceMinor
+        case .fifo: archived.kind = .fifo
+        case .socket, .unknown:
+            throw DiffError(path: content.display(path), reason: "a \(entry.type) cannot be stored in a layer")
+        }
+        try header(archived, path)
+        if entry.type == .regular && entry.status.size > 0 {
+            let writer = self.writer
+            try content.read(entry, at: path) { (chunk) throws(DiffError) in
+                do throws(ArchiveError) {
+                    try writer.writeData(chunk)
+                } catch {
+                    throw DiffError(path: "layer", reason: error.message, errno: error.errno)
+                }
+            }
+        }
+    }
+
+    private func header(_ entry: ArchiveEntry, _ path: RelativePath) throws(DiffError) {
+        do {
+            try writer.writeHeader(entry)
+        } catch {
+            throw DiffError(path: content.display(path), reason: "cannot write to the layer: \(error.message)")
+        }
+    }
+
+    func finish() throws(DiffError) {
+        do {
+            result = try writer.finish()
+        } catch {
+            throw DiffError(path: "layer", reason: error.message, errno: error.errno)
+        }
+    }
+}
+
+/// Writes the changeset as a layer directory that layermount (and, in the overlay format,
+/// kernel overlayfs) stacks directly: entries with their exact metadata, whiteouts as `.wh.NAME`
+/// files (OCI) or character devices 0/0 (overlay), opaque directories as `.wh..wh..opq` (OCI) or
+/// `trusted.overlay.opaque=y` (overlay). Parents that are not changes themselves are created
+/// with B's metadata. Directory mtimes are set last.
+final class DirectoryLayerSink: LayerSink {
+    private let root: FileDescriptor
+    private let rootDisplay: String
+    private let format: LayerFormat
+    private let clamp: Int64?
+    private let sources: [FileDescriptor]
+    private let sourceReader: SideReader
+    private let content: ContentReader
+    private let storage: UnsafeMutableRawBufferPointer
+    private var directoryTimes: [(RelativePath, Timestamp)] = []
+    private var made = Set<RelativePath>()
+
+    /// A sink filling the empty directory `root` (named `rootDisplay`). `sources` are the roots
+    /// B's directories are looked up in for parents that must be created (B, then A).
+    init(
+        root: FileDescriptor, rootDisplay: String, format: LayerFormat, clamp: Int64?, sources: [FileDescriptor],
+        sourceReader: SideReader, display: @escaping (RelativePath) -> String
+    ) {
+        self.root = root
+        self.rootDisplay = rootDisplay
+        self.format = format
+        self.clamp = clamp
+        self.sources = sources
+        self.sourceReader = sourceReader
+        storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        content = ContentReader(display: display, buffer: storage)
+        made.insert(.root)
+    }
+
+    deinit { storage.deallocate() }
+
+    private func display(_ path: RelativePath) -> String {
+        path.isRoot ? rootDisplay : rootDisplay + "/" + path.description
+    }
+
+    func write(_ path: RelativePath, _ item: LayerWrite) throws(DiffError) {
+        switch item {
+        case .entry(let entry, let linkTo):
+            if path.isRoot {
+                try fail(path) { () throws(Errno) in
+                    try FileMaker.apply(EntryMetadata(entry, clamp: clamp), to: root, setTime: false)
+                }
+                directoryTimes.append((path, EntryMetadata(entry, clamp: clamp).modificationTime))
+                return
+            }
+            let parent = try directory(path.parent)
+            guard let name = path.lastName else { return }
+            if let linkTo {
+                let target = try directory(linkTo.parent)
+                guard let targetName = linkTo.lastName else { return }
+                try fail(path) { () throws(Errno) in try FileMaker.link(name, in: parent, to: targetName, in: target) }
+                return
+            }
+            let metadata = EntryMetadata(entry, clamp: clamp)
+            if entry.type == .regular {
+                do throws(MakeError<DiffError>) {
+                    try FileMaker.makeFile(name, in: parent, metadata) { (writer) throws(DiffError) in
+                        guard entry.status.size > 0 else { return }
+                        try content.read(entry, at: path) { (chunk) throws(DiffError) in
+                            do throws(Errno) {
+                                try writer.write(chunk)
+                            } catch {
+                                throw DiffError(path: display(path), "cannot write", error)
+                            }
+                        }
+                    }
+                } catch {
+                    switch error {
+                    case .system(let errno): throw DiffError(path: display(path), "cannot create", errno)
+                    case .fill(let inner): throw inner
+                    }
+                }
+            } else {
+                try fail(path) { () throws(Errno) in try FileMaker.make(name, in: parent, metadata) }
+                if entry.isDirectory {
+                    made.insert(path)
+                    directoryTimes.append((path, metadata.modificationTime))
+                }
+            }
+        case .whiteout:
+            let parent = try directory(path.parent)
+            guard let name = path.lastName else { return }
+            try fail(path) { () throws(Errno) in
+                switch format {
+                case .oci:
+                    try FileMaker.makeMarker(try Whiteout.ociWhiteoutName(for: name), in: parent)
+                case .overlay:
+                    _ = try name.withCString { (cName) throws(Errno) in
+                        try valueOrErrno { mknodat(parent.rawValue, cName, Glibc.S_IFCHR | 0o000, 0) }
+                    }
+                }
+            }
+        case .opaque:
+            let directory = try directory(path)
+            try fail(path) { () throws(Errno) in
+                switch format {
+                case .oci:
+                    try FileMaker.makeMarker(Whiteout.ociOpaqueMarker, in: directory)
+                case .overlay:
+                    try directory.setExtendedAttribute(Array("trusted.overlay.opaque".utf8), value: [0x79])
+                }
+            }
+        }
+    }
+
+    /// The layer directory at `path`, created (with B's metadata) with its parents if missing.
+    private func directory(_ path: RelativePath) throws(DiffError) -> FileDescriptor {
+        if path.isRoot { return root }
+        if !made.contains(path) {
+            _ = try directory(path.parent)
+            try makeImplied(path)
+        }
+        do {
+            return try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
+        } catch {
+            throw DiffError(path: display(path), "cannot open directory", error)
+        }
+    }
+
+    /// Creates a parent directory that carries no change of its own, with B's metadata.
+    private func makeImplied(_ path: RelativePath) throws(DiffError) {
+        var source: FileDescriptor?
+        for candidate in sources {
+            if let found = try? candidate.open(beneath: path, flags: O_RDONLY | O_DIRECTORY) {
+                source = found
+                break
+            }
+        }
+        guard let source, let name = path.lastName else {
+            throw DiffError(path: display(path), reason: "parent directory not found in the trees")
+        }
+        let status: FileStatus
+        let attributes: [ExtendedAttribute]
+        do {
+            status = try source.status()
+            attributes = try source.extendedAttributes().filter {
+                !(sourceReader.dropOverlayAttributes && Whiteout.isOverlayPrivateAttribute($0.name))
+            }
+        } catch {
+            throw DiffError(path: display(path), "cannot examine the source directory", error)
+        }
+        let metadata = EntryMetadata(
+            type: .directory, permissions: status.permissions, userID: status.userID, groupID: status.groupID,
+            modificationTime: EntryMetadata.clamped(status.modificationTime, clamp), attributes: attributes)
+        let parent = try directory(path.parent)
+        try fail(path) { () throws(Errno) in try FileMaker.make(name, in: parent, metadata) }
+        made.insert(path)
+        directoryTimes.append((path, metadata.modificationTime))
+    }
+
+    private func fail(_ path: RelativePath, _ body: () throws(Errno) -> Void) throws(DiffError) {
+        do {
+            try body()
+        } catch {
+            throw DiffError(path: display(path), "cannot create", error)
+        }
+    }
+
+    func finish() throws(DiffError) {
+        for (path, time) in directoryTimes.reversed() {
+            do {
+                let directory = path.isRoot ? root : try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
+                try FileMaker.setTimes(of: directory, time)
+            } catch {
+                throw DiffError(path: display(path), "cannot set the modification time", error)
+            }
+        }
+    }
+}

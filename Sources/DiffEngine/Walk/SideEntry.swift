@@ -1,0 +1,152 @@
+import Glibc
+import LayerCore
+
+/// One entry of one side of a diff: what the comparison needs (status, xattrs, symlink
+/// target) and the open directory holding it, so its content can be read later fd-relatively.
+struct SideEntry: Sendable {
+    /// The entry's name (`.` for a tree root).
+    let name: FileName
+    /// `fstatat(AT_SYMLINK_NOFOLLOW)` of the entry.
+    let status: FileStatus
+    /// The entry's xattrs, sorted (overlay-private ones dropped when the side asks for it).
+    let attributes: [ExtendedAttribute]
+    /// A symlink's target; empty for other types.
+    let linkTarget: [UInt8]
+    /// The directory holding the entry (for a root: the root itself).
+    let parent: FileDescriptor
+    /// For an overlay upper dir: the directory carries an opaque xattr (`*.overlay.opaque=y`).
+    var overlayOpaque = false
+
+    /// The entry's type.
+    var type: FileType { status.type }
+    /// Whether the entry is a directory.
+    var isDirectory: Bool { status.type == .directory }
+}
+
+/// How one side of a diff is read: where its root is (for messages) and which xattrs count.
+struct SideReader: Sendable {
+    /// The root as the user named it.
+    let displayRoot: String
+    /// Drop `trusted.overlay.*` / `user.overlay.*` (overlay bookkeeping in an upper dir).
+    let dropOverlayAttributes: Bool
+
+    /// `root/path` for messages.
+    func display(_ path: RelativePath) -> String {
+        if path.isRoot { return displayRoot }
+        return (displayRoot.hasSuffix("/") ? displayRoot : displayRoot + "/") + path.description
+    }
+
+    /// Reads entry `name` of directory `directory` (at `path`), or nil when it does not exist.
+    ///
+    /// - Throws: ``DiffError`` naming the path when it cannot be examined.
+    func entry(_ name: FileName, in directory: FileDescriptor, path: RelativePath) throws(DiffError) -> SideEntry? {
+        let status: FileStatus
+        do {
+            guard let found = try directory.statusIfPresent(of: name) else { return nil }
+            status = found
+        } catch {
+            throw DiffError(path: display(path), "cannot examine", error)
+        }
+        return try complete(name, status, in: directory, path: path)
+    }
+
+    /// Completes an entry whose status is known: reads its xattrs and symlink target.
+    ///
+    /// - Throws: ``DiffError`` naming the path.
+    func complete(
+        _ name: FileName, _ status: FileStatus, in directory: FileDescriptor, path: RelativePath
+    ) throws(DiffError) -> SideEntry {
+        var attributes: [ExtendedAttribute]
+        do {
+            attributes = try directory.extendedAttributes(of: name)
+        } catch .noEntry {
+            throw DiffError(path: display(path), reason: "vanished while the diff ran", errno: .noEntry)
+        } catch {
+            throw DiffError(path: display(path), "cannot read extended attributes", error)
+        }
+        var opaque = false
+        if dropOverlayAttributes && !attributes.isEmpty {
+            opaque = try overlayFlags(attributes, path)
+            attributes.removeAll { Whiteout.isOverlayPrivateAttribute($0.name) }
+        }
+        var target: [UInt8] = []
+        if status.type == .symlink {
+            do {
+                target = try directory.readLink(name)
+            } catch {
+                throw DiffError(path: display(path), "cannot read symlink", error)
+            }
+        }
+        return SideEntry(
+            name: name, status: status, attributes: attributes, linkTarget: target, parent: directory,
+            overlayOpaque: opaque)
+    }
+
+    /// The overlay bookkeeping an upper-dir entry carries: whether it is marked opaque. Refuses
+    /// redirected and metacopy entries, whose content or children live elsewhere in the lower
+    /// layers (diff the merged tree instead).
+    private func overlayFlags(_ attributes: [ExtendedAttribute], _ path: RelativePath) throws(DiffError) -> Bool {
+        var opaque = false
+        for attribute in attributes {
+            let name = attribute.name
+            if Whiteout.opaqueAttributeNames.contains(name) && Whiteout.isOpaqueValue(attribute.value) {
+                opaque = true
+            }
+            for kind in ["redirect", "metacopy"] {
+                if name == Array("trusted.overlay.\(kind)".utf8) || name == Array("user.overlay.\(kind)".utf8) {
+                    throw DiffError(
+                        path: display(path),
+                        reason: "overlay \(kind) entry (its data lives in a lower layer); diff the merged tree instead")
+                }
+            }
+        }
+        return opaque
+    }
+
+    /// The root of the side, open as `root`.
+    ///
+    /// - Throws: ``DiffError`` naming the root.
+    func rootEntry(_ root: FileDescriptor) throws(DiffError) -> SideEntry {
+        do {
+            let status = try root.status()
+            var attributes = try root.extendedAttributes()
+            if dropOverlayAttributes { attributes.removeAll { Whiteout.isOverlayPrivateAttribute($0.name) } }
+            return SideEntry(
+                name: FileName(unchecked: [0x2E]), status: status, attributes: attributes, linkTarget: [],
+                parent: root)
+        } catch {
+            throw DiffError(path: displayRoot, "cannot examine", error)
+        }
+    }
+
+    /// All entries of `directory` (at `path`), sorted by name, with xattrs and targets.
+    ///
+    /// - Throws: ``DiffError`` naming the directory or entry.
+    func entries(of directory: FileDescriptor, path: RelativePath) throws(DiffError) -> [SideEntry] {
+        let listed: [TreeEntry]
+        do {
+            listed = try TreeWalker.entries(of: directory, sorted: true)
+        } catch {
+            throw DiffError(path: display(path), "cannot list directory", error)
+        }
+        var result: [SideEntry] = []
+        result.reserveCapacity(listed.count)
+        for item in listed {
+            result.append(try complete(item.name, item.status, in: directory, path: path.appending(item.name)))
+        }
+        return result
+    }
+
+    /// Opens subdirectory `name` of `parent` without following a symlink.
+    ///
+    /// - Throws: ``DiffError`` naming the path.
+    func openDirectory(_ name: FileName, in parent: FileDescriptor, path: RelativePath) throws(DiffError)
+        -> FileDescriptor
+    {
+        do {
+            return try parent.open(name, flags: O_RDONLY | O_DIRECTORY)
+        } catch {
+            throw DiffError(path: display(path), "cannot open directory", error)
+        }
+    }
+}
