@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["LayerCore", "CLayerSys"], path: "Tests/TestSupport"),
         .testTarget(name: "LayerCoreTests", dependencies: ["LayerCore", "TestSupport"]),
         .testTarget(name: "OverlayFSTests", dependencies: ["OverlayFS", "LayerCore", "TestSupport"]),
-        .testTarget(name: "DiffEngineTests", dependencies: ["DiffEngine", "LayerCore", "TestSupport"]),
+        .testTarget(name: "DiffEngineTests", dependencies: ["DiffEngine", "LayerCore", "TestSupport", "CLayerSys"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,9 +3,11 @@
 #   1. style checks (only OverlayFS/FUSE imports CFuse; swift format lint --strict)
 #   2. swift test (unit, CLI and real FUSE mount tests)
 #   3. the conformance harness (../shared/conformance) against layermount, both whiteout formats
-#   4. the diff scenarios (../shared/diffcases/check-engine.sh) against layerdiff
+#   4. the diff scenarios (../shared/diffcases/check-engine.sh) against layerdiff, applied both by
+#      the spec applier and by umoci
 # Usage: scripts/test.sh [--quick]   (--quick: steps 1-2 only)
 # Env:   LAYERMOUNT_FULL_CORPUS=1 also runs the tests on the full Debian stack (slow; see README).
+#        LAYERDIFF_ROUNDTRIPS=N random diff round trips (default 300), LAYERDIFF_SEED=S first seed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO"
@@ -14,7 +16,7 @@ QUICK=
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown option $a" >&2; exit 64 ;;
   esac
 done
@@ -57,4 +59,11 @@ for fmt in overlay oci; do
     | grep -v '^PASS'
   test "${PIPESTATUS[0]}" = 0
 done
+step "diff: layerdiff on the 43 ../shared/diffcases scenarios (round trip, also applied by umoci; MINIMAL)"
+# MINIMAL entry counts, exact round trips (the spec applier and umoci), refusals where no OCI
+# layer can hold the change. The seeded random round trips (LAYERDIFF_ROUNDTRIPS, default 300;
+# set it to thousands for a long run) and the real rootfs pair run in `swift test` above.
+LAYERDIFF_CMD="$BIN/layerdiff {a} {b} -o {out}" TMPDIR="${TMPDIR:-/var/tmp}" \
+  "$SHARED/diffcases/check-engine.sh" -q --umoci-apply | grep -v '^PASS'
+test "${PIPESTATUS[0]}" = 0
 echo "all tests passed"

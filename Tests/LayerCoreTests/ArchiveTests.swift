@@ -20,6 +20,9 @@ struct ArchiveTests {
                 ExtendedAttribute("user.note", value: Array("hel\0lo".utf8)),
             ]),
         ArchiveEntry(path: Array("etc/hard".utf8), kind: .hardLink, linkTarget: Array("etc/config".utf8)),
+        ArchiveEntry(
+            path: Array("etc/only-ns".utf8), kind: .regular,
+            modificationTime: Timestamp(seconds: 1_600_000_000, nanoseconds: 5)),
         ArchiveEntry(path: [0x6C, 0x61, 0x74, 0xE9, 0xFF], kind: .regular, size: 0),
         ArchiveEntry(path: Array("n/日本語".utf8), kind: .regular, size: 0),
         ArchiveEntry(path: Array("new\nline".utf8), kind: .symlink, permissions: 0o777, linkTarget: [0x2E, 0xFE]),

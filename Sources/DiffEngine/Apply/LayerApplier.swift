@@ -238,7 +238,12 @@ public final class LayerApplier {
                     path: entry.display,
                     reason: "refused: '\(next)' in \(rootPath) is a symlink (nothing is written through symlinks)")
             } catch .notDirectory {
-                throw DiffError(path: entry.display, reason: "refused: '\(next)' in \(rootPath) is not a directory")
+                let isLink = (try? current.status(of: component))?.type == .symlink
+                throw DiffError(
+                    path: entry.display,
+                    reason: isLink
+                        ? "refused: '\(next)' in \(rootPath) is a symlink (nothing is written through symlinks)"
+                        : "refused: '\(next)' in \(rootPath) is not a directory")
             } catch {
                 throw DiffError(path: display(next), "cannot open", error)
             }

@@ -143,7 +143,7 @@ struct DirectoryLayerSource: LayerSource {
         }
         var firstPath: [FileIdentity: RelativePath] = [:]
         var failure: DiffError?
-        let reader = SideReader(displayRoot: path, dropOverlayAttributes: format.honorsOverlay)
+        let reader = SideReader(side: .b, displayRoot: path, dropOverlayAttributes: format.honorsOverlay)
         do throws(PathError) {
             try walker.walk { (visit) throws(PathError) -> TreeWalker.Decision in
                 do throws(DiffError) {
@@ -195,12 +195,12 @@ struct DirectoryLayerSource: LayerSource {
         if layerEntry.kind == .regular, case .entry = role, visit.status.size > 0 {
             let display = reader.display(visit.path)
             try body(layerEntry) { (writer) throws(DiffError) in
-                let file = try ContentJob.open(entry, display)
+                let file = try ContentComparison.open(entry, display)
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
                 defer { buffer.deallocate() }
                 var offset: Int64 = 0
                 while true {
-                    let count = try ContentJob.read(file, into: buffer, count: buffer.count, at: offset, display)
+                    let count = try ContentComparison.read(file, into: buffer, count: buffer.count, at: offset, display)
                     if count == 0 { break }
                     do throws(Errno) {
                         try writer.write(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))

@@ -272,14 +272,24 @@ struct DiffRequest {
         }
     }
 
+    /// The library run this request describes.
+    var diff: LayerDiff {
+        var diff = LayerDiff(a: a, b: b)
+        if upper { diff.upperFormat = upperFormat }
+        diff.options = options
+        diff.mtimeClamp = clamp
+        if let archive {
+            diff.output = .archive(archive.path, archive.compression)
+        } else if let layerDirectory {
+            diff.output = .directory(layerDirectory, layerDirectoryFormat)
+        }
+        return diff
+    }
+
     /// Runs the diff and prints what was asked.
     ///
     /// - Throws: ``DiffError`` on trouble (no partial layer is left behind).
     func run() throws(DiffError) -> DiffSummary {
-        let aRoot = try DiffRequest.openRoot(a, "tree")
-        let bRoot = try DiffRequest.openRoot(b, upper ? "upper dir" : "tree")
-        let aReader = SideReader(displayRoot: a, dropOverlayAttributes: upper)
-        let bReader = SideReader(displayRoot: b, dropOverlayAttributes: upper)
         let stdout = OutputBuffer(descriptor: 1, streaming: json)
         var reporters: [ChangeReporter] = []
         var jsonReporter: JSONReporter?
@@ -297,72 +307,25 @@ struct DiffRequest {
                 reporters.append(TextReporter(output: stdout))
             }
         }
-        _ = FileDescriptor.raiseOpenFileLimit()
-        var output: LayerOutput?
-        var sink: LayerSink?
-        let display = { (path: RelativePath) in bReader.display(path) }
-        if let archive {
-            let created = try LayerOutput.archive(archive.path)
-            output = created
-            do {
-                let writer = try ArchiveWriter(output: created.descriptor, compression: archive.compression)
-                sink = TarLayerSink(writer: writer, clamp: clamp, display: display)
-            } catch {
-                created.discard()
-                throw DiffError(path: archive.path, reason: error.message, errno: error.errno)
-            }
-        } else if let layerDirectory {
-            let created = try LayerOutput.directory(layerDirectory)
-            output = created
-            sink = DirectoryLayerSink(
-                root: created.descriptor, rootDisplay: layerDirectory, format: layerDirectoryFormat, clamp: clamp,
-                sources: [bRoot, aRoot], sourceReader: bReader, display: display)
-        }
-        let emitter = Emitter(
-            reporters: reporters, sink: sink, format: options.layerFormat,
-            skipUnrepresentable: options.skipUnrepresentable,
-            bReader: bReader, ignoringMtime: options.ignoreModificationTime)
         let progress = (!quiet && isatty(2) == 1) ? Progress() : nil
-        let mode: DiffWalk.Mode = upper ? .upper(upperFormat) : .trees
-        do {
-            let walk = DiffWalk(
-                options: options, a: aReader, b: bReader, mode: mode, emitter: emitter, progress: progress)
-            try walk.run(aRoot: aRoot, bRoot: bRoot)
-            try sink?.finish()
-            try output?.commit()
-        } catch {
-            progress?.finish()
-            output?.discard()
-            throw error
-        }
-        var summary = emitter.summary
-        if let tar = sink as? TarLayerSink, let result = tar.result {
-            let lines = [
-                ("diff_id", result.diffID.description), ("digest", result.digest.description),
-                ("size", "\(result.size)"),
-                ("media_type", result.compression.mediaType),
-            ]
-            jsonReporter?.layer = lines.map { ($0.0, $0.0 == "size" ? $0.1 : JSONReporter.quote($0.1)) }
-            statReporter?.layerLines = lines.map { "\($0.0): \($0.1)" }
-            if !quiet && !json && !stat {
-                for (key, value) in lines { try stdout.line("\(key): \(value)") }
+        let result = try diff.run(reporters: reporters, progress: progress) { (result) throws(DiffError) in
+            if let archive = result.archive {
+                let lines = [
+                    ("diff_id", archive.diffID.description), ("digest", archive.digest.description),
+                    ("size", "\(archive.size)"), ("media_type", archive.compression.mediaType),
+                ]
+                jsonReporter?.layer = lines.map { ($0.0, $0.0 == "size" ? $0.1 : JSONReporter.quote($0.1)) }
+                statReporter?.layerLines = lines.map { "\($0.0): \($0.1)" }
+                if !quiet && !json && !stat {
+                    for (key, value) in lines { try stdout.line("\(key): \(value)") }
+                }
+            }
+            for skipped in result.summary.skipped {
+                LayerDiffCommand.fail("layerdiff: skipped (the layer cannot hold it): \(skipped)")
             }
         }
-        for skipped in summary.skipped {
-            LayerDiffCommand.fail("layerdiff: skipped (the layer cannot hold it): \(skipped)")
-        }
-        try emitter.finishReporters()
         try stdout.flush()
-        summary = emitter.summary
-        return summary
-    }
-
-    static func openRoot(_ path: String, _ what: String) throws(DiffError) -> FileDescriptor {
-        do {
-            return try FileDescriptor.open(path: path, flags: O_RDONLY | O_DIRECTORY)
-        } catch {
-            throw DiffError(PathError(path: path, errno: error, what: what))
-        }
+        return result.summary
     }
 }
 

@@ -11,31 +11,30 @@ enum LayerItem {
 }
 
 /// One step of the ordered output: a path with what to report about it and what to put in the
-/// layer, possibly still waiting for a content verdict or a hard-link decision.
-///
-/// Records are created and resolved on the consumer thread only, in output order.
-final class Record {
+/// layer, possibly still waiting for a hard-link decision.
+final class Record: @unchecked Sendable {
+    // @unchecked Sendable: a record is created by one subtree job and handed to the consumer
+    // only after that job finished (release/acquire on the job's flag); from then on only the
+    // consumer thread touches it.
     /// The path the record is about.
     let path: RelativePath
     /// The kind of change when the record reports one (entry records: added or changed).
     var kind: ChangeKind?
     /// For entry records: A's type for deletions, B's otherwise.
     var type: FileType
-    /// What differs so far (content verdict pending when ``content`` is set).
+    /// What differs.
     var aspects: ChangeAspects
     /// What goes to the layer when the record is emitted.
     let layer: LayerItem?
     /// Whether the layer needs the entry even if unchanged (below an opaque marker).
     let forced: Bool
-    /// A pending content comparison.
-    var content: ContentJob?
-    /// Hard-link membership, when the inode has more than one link on either side.
+    /// The inodes and link counts on both sides when either has more than one link (A is nil
+    /// for a new path or a type change).
+    var linkKeys: (a: (FileIdentity, UInt64)?, b: (FileIdentity, UInt64))?
+    /// Hard-link membership, registered by the consumer in output order.
     var link: LinkGroups.Member?
     /// Whether only the report is wanted (a deletion's `D` line; its whiteout is a separate record).
     let reportOnly: Bool
-    /// Set once the decision is final: whether the record reports a change and whether the
-    /// layer gets its item.
-    private(set) var decision: (report: Bool, layer: Bool)?
 
     /// A record whose outcome is known or pending.
     init(
@@ -57,22 +56,12 @@ final class Record {
         return nil
     }
 
-    /// Whether the path changed by its own attributes or content (not counting link structure);
-    /// nil while a content verdict is pending.
+    /// Whether the path changed by its own attributes or content (not counting link structure).
     func changedByItself(ignoringMtime: Bool) -> Bool? {
-        if content != nil { return nil }
         guard let kind else { return false }
         if kind != .changed { return true }
         let relevant = ignoringMtime ? aspects.subtracting(.mtime) : aspects
         return !relevant.isEmpty
     }
 
-    /// Applies a finished content comparison.
-    func takeContentVerdict(different: Bool) {
-        if different { aspects.insert(.content) }
-        content = nil
-    }
-
-    /// Fixes the outcome.
-    func decide(report: Bool, layer: Bool) { decision = (report, layer) }
 }

@@ -31,14 +31,16 @@ final class Emitter {
     /// Whether a layer is being written (whiteouts and the opaque choice matter then).
     var hasLayer: Bool { sink != nil }
 
-    /// Counts bytes read to compare content.
-    func countHashed(_ bytes: Int64) { summary.hashedBytes += bytes }
+    /// Records the walk's totals in the summary.
+    func noteTotals(examined: Int, hashed: Int64) {
+        summary.examined = examined
+        summary.hashedBytes = hashed
+    }
 
     /// Emits one settled record.
     ///
     /// - Throws: ``DiffError`` for an unrepresentable entry (unless skipping) or an output failure.
     func emit(_ record: Record) throws(DiffError) {
-        summary.examined += 1
         if record.reportOnly {
             if let kind = record.kind {
                 try report(Change(kind: kind, path: record.path, type: record.type, size: nil, aspects: []))

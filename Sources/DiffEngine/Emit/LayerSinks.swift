@@ -20,26 +20,58 @@ protocol LayerSink: AnyObject {
     func finish() throws(DiffError)
 }
 
-/// Reads a B regular file's content in chunks for a layer writer, checking it is the inode that
-/// was compared and that it still has the size that was examined.
-struct ContentReader {
-    let display: (RelativePath) -> String
-    let buffer: UnsafeMutableRawBufferPointer
+/// Reads the content of a queued B regular file for a layer writer: reopens its directory from
+/// its side's root by path (no symlinks, beneath the root; the last directory is cached),
+/// checks it is the inode that was compared and that it still has the size examined.
+final class ContentReader {
+    private let roots: [Side: FileDescriptor]
+    private let readers: [Side: SideReader]
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var cached: (side: Side, path: RelativePath, directory: FileDescriptor)?
 
-    /// Calls `body` with successive chunks of `entry`'s content, exactly `entry.status.size`
-    /// bytes in all.
+    init(roots: [Side: FileDescriptor], readers: [Side: SideReader]) {
+        self.roots = roots
+        self.readers = readers
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// `root/path` on the entry's side, for messages.
+    func display(_ entry: SideEntry, _ path: RelativePath) -> String {
+        readers[entry.side]?.display(path) ?? path.description
+    }
+
+    /// Calls `body` with successive chunks of `entry`'s content (at `path`), exactly
+    /// `entry.status.size` bytes in all.
+    ///
+    /// - Throws: ``DiffError`` naming the file.
     func read(_ entry: SideEntry, at path: RelativePath, _ body: (UnsafeRawBufferPointer) throws(DiffError) -> Void)
         throws(DiffError)
     {
-        let file = try ContentJob.open(entry, display(path))
+        let shown = display(entry, path)
+        let directory = try parent(entry.side, path.parent, shown)
+        let file = try ContentComparison.open(entry.name, in: directory, expecting: entry.status.identity, shown)
         let size = entry.status.size
         var offset: Int64 = 0
         while offset < size {
             let want = Int(min(Int64(buffer.count), size - offset))
-            let count = try ContentJob.read(file, into: buffer, count: want, at: offset, display(path))
-            if count == 0 { throw DiffError(path: display(path), reason: "shrank while the diff ran") }
+            let count = try ContentComparison.read(file, into: buffer, count: want, at: offset, shown)
+            if count == 0 { throw DiffError(path: shown, reason: "shrank while the diff ran") }
             try body(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             offset += Int64(count)
+        }
+    }
+
+    private func parent(_ side: Side, _ path: RelativePath, _ shown: String) throws(DiffError) -> FileDescriptor {
+        if let cached, cached.side == side, cached.path == path { return cached.directory }
+        guard let root = roots[side] else { throw DiffError(path: shown, reason: "internal error: no root") }
+        do {
+            let directory = path.isRoot ? root : try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
+            cached = (side, path, directory)
+            return directory
+        } catch {
+            throw DiffError(path: shown, "cannot open its directory", error)
         }
     }
 }
@@ -49,19 +81,17 @@ final class TarLayerSink: LayerSink {
     private let writer: ArchiveWriter
     private let clamp: Int64?
     private let content: ContentReader
-    private let storage: UnsafeMutableRawBufferPointer
+    private let display: (RelativePath) -> String
     /// The digests, after ``finish()``.
     private(set) var result: ArchiveSummary?
 
     /// A sink writing to `writer`; mtimes after `clamp` (seconds) become `clamp`.
-    init(writer: ArchiveWriter, clamp: Int64?, display: @escaping (RelativePath) -> String) {
+    init(writer: ArchiveWriter, clamp: Int64?, content: ContentReader, display: @escaping (RelativePath) -> String) {
         self.writer = writer
         self.clamp = clamp
-        storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        content = ContentReader(display: display, buffer: storage)
+        self.content = content
+        self.display = display
     }
-
-    deinit { storage.deallocate() }
 
     func write(_ path: RelativePath, _ item: LayerWrite) throws(DiffError) {
         switch item {
@@ -107,7 +137,7 @@ final class TarLayerSink: LayerSink {
             archived.deviceMinor = metadata.deviceMinor
         case .fifo: archived.kind = .fifo
         case .socket, .unknown:
-            throw DiffError(path: content.display(path), reason: "a \(entry.type) cannot be stored in a layer")
+            throw DiffError(path: display(path), reason: "a \(entry.type) cannot be stored in a layer")
         }
         try header(archived, path)
         if entry.type == .regular && entry.status.size > 0 {
@@ -126,7 +156,7 @@ final class TarLayerSink: LayerSink {
         do {
             try writer.writeHeader(entry)
         } catch {
-            throw DiffError(path: content.display(path), reason: "cannot write to the layer: \(error.message)")
+            throw DiffError(path: display(path), reason: "cannot write to the layer: \(error.message)")
         }
     }
 
@@ -152,15 +182,15 @@ final class DirectoryLayerSink: LayerSink {
     private let sources: [FileDescriptor]
     private let sourceReader: SideReader
     private let content: ContentReader
-    private let storage: UnsafeMutableRawBufferPointer
     private var directoryTimes: [(RelativePath, Timestamp)] = []
     private var made = Set<RelativePath>()
+    private var rootWritten = false
 
     /// A sink filling the empty directory `root` (named `rootDisplay`). `sources` are the roots
     /// B's directories are looked up in for parents that must be created (B, then A).
     init(
         root: FileDescriptor, rootDisplay: String, format: LayerFormat, clamp: Int64?, sources: [FileDescriptor],
-        sourceReader: SideReader, display: @escaping (RelativePath) -> String
+        sourceReader: SideReader, content: ContentReader
     ) {
         self.root = root
         self.rootDisplay = rootDisplay
@@ -168,12 +198,9 @@ final class DirectoryLayerSink: LayerSink {
         self.clamp = clamp
         self.sources = sources
         self.sourceReader = sourceReader
-        storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        content = ContentReader(display: display, buffer: storage)
+        self.content = content
         made.insert(.root)
     }
-
-    deinit { storage.deallocate() }
 
     private func display(_ path: RelativePath) -> String {
         path.isRoot ? rootDisplay : rootDisplay + "/" + path.description
@@ -187,6 +214,7 @@ final class DirectoryLayerSink: LayerSink {
                     try FileMaker.apply(EntryMetadata(entry, clamp: clamp), to: root, setTime: false)
                 }
                 directoryTimes.append((path, EntryMetadata(entry, clamp: clamp).modificationTime))
+                rootWritten = true
                 return
             }
             let parent = try directory(path.parent)
@@ -263,8 +291,8 @@ final class DirectoryLayerSink: LayerSink {
         }
     }
 
-    /// Creates a parent directory that carries no change of its own, with B's metadata.
-    private func makeImplied(_ path: RelativePath) throws(DiffError) {
+    /// B's metadata for the directory at `path` (from the first source root that has it).
+    private func sourceMetadata(_ path: RelativePath) throws(DiffError) -> EntryMetadata {
         var source: FileDescriptor?
         for candidate in sources {
             if let found = try? candidate.open(beneath: path, flags: O_RDONLY | O_DIRECTORY) {
@@ -272,7 +300,7 @@ final class DirectoryLayerSink: LayerSink {
                 break
             }
         }
-        guard let source, let name = path.lastName else {
+        guard let source else {
             throw DiffError(path: display(path), reason: "parent directory not found in the trees")
         }
         let status: FileStatus
@@ -285,9 +313,15 @@ final class DirectoryLayerSink: LayerSink {
         } catch {
             throw DiffError(path: display(path), "cannot examine the source directory", error)
         }
-        let metadata = EntryMetadata(
+        return EntryMetadata(
             type: .directory, permissions: status.permissions, userID: status.userID, groupID: status.groupID,
             modificationTime: EntryMetadata.clamped(status.modificationTime, clamp), attributes: attributes)
+    }
+
+    /// Creates a parent directory that carries no change of its own, with B's metadata.
+    private func makeImplied(_ path: RelativePath) throws(DiffError) {
+        guard let name = path.lastName else { return }
+        let metadata = try sourceMetadata(path)
         let parent = try directory(path.parent)
         try fail(path) { () throws(Errno) in try FileMaker.make(name, in: parent, metadata) }
         made.insert(path)
@@ -303,6 +337,13 @@ final class DirectoryLayerSink: LayerSink {
     }
 
     func finish() throws(DiffError) {
+        if !rootWritten {
+            // A layer directory always has a root, and overlay stacking takes the top layer's root
+            // attributes: give it B's, changed or not.
+            let metadata = try sourceMetadata(.root)
+            try fail(.root) { () throws(Errno) in try FileMaker.apply(metadata, to: root, setTime: false) }
+            directoryTimes.insert((.root, metadata.modificationTime), at: 0)
+        }
         for (path, time) in directoryTimes.reversed() {
             do {
                 let directory = path.isRoot ? root : try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)

@@ -12,24 +12,17 @@ final class Progress {
     /// A progress line (call only when standard error is a terminal).
     init() {}
 
-    /// Counts one entry examined.
-    func count() {
-        entries += 1
-        update()
-    }
-
-    /// Counts bytes queued for comparison.
-    func hashing(_ cost: Int64) { bytes += cost }
-
-    /// Redraws if enough time has passed.
-    func update() {
+    /// Takes the current totals and redraws if enough time has passed.
+    func update(examined: Int, hashed: Int64) {
+        entries = examined
+        bytes = hashed
         ticks += 1
-        guard ticks % 256 == 0 else { return }
+        guard ticks % 64 == 0 else { return }
         let now = Progress.now()
         guard now - lastDraw >= 0.2 else { return }
         lastDraw = now
         let mib = Double(bytes) / 1_048_576
-        draw("layerdiff: \(entries) entries, \((mib * 10).rounded() / 10) MiB to compare")
+        draw("layerdiff: \(entries) entries, \((mib * 10).rounded() / 10) MiB compared")
         drawn = true
     }
 

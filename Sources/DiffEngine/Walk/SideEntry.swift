@@ -1,8 +1,16 @@
 import Glibc
 import LayerCore
 
+/// Which side of a diff an entry comes from.
+enum Side: Sendable, Hashable {
+    /// The tree before.
+    case a
+    /// The tree after (or the overlay upper dir).
+    case b
+}
+
 /// One entry of one side of a diff: what the comparison needs (status, xattrs, symlink
-/// target) and the open directory holding it, so its content can be read later fd-relatively.
+/// target) and, while it is being compared, the open directory holding it.
 struct SideEntry: Sendable {
     /// The entry's name (`.` for a tree root).
     let name: FileName
@@ -12,8 +20,12 @@ struct SideEntry: Sendable {
     let attributes: [ExtendedAttribute]
     /// A symlink's target; empty for other types.
     let linkTarget: [UInt8]
-    /// The directory holding the entry (for a root: the root itself).
-    let parent: FileDescriptor
+    /// The directory holding the entry (for a root: the root itself); nil once the entry is
+    /// queued for output (the output reopens the directory from its side's root by path, so
+    /// queued changes do not hold descriptors).
+    var parent: FileDescriptor?
+    /// The side the entry was read from.
+    let side: Side
     /// For an overlay upper dir: the directory carries an opaque xattr (`*.overlay.opaque=y`).
     var overlayOpaque = false
 
@@ -21,10 +33,19 @@ struct SideEntry: Sendable {
     var type: FileType { status.type }
     /// Whether the entry is a directory.
     var isDirectory: Bool { status.type == .directory }
+
+    /// The entry without its directory descriptor.
+    var detached: SideEntry {
+        var copy = self
+        copy.parent = nil
+        return copy
+    }
 }
 
 /// How one side of a diff is read: where its root is (for messages) and which xattrs count.
 struct SideReader: Sendable {
+    /// The side this reader reads.
+    let side: Side
     /// The root as the user named it.
     let displayRoot: String
     /// Drop `trusted.overlay.*` / `user.overlay.*` (overlay bookkeeping in an upper dir).
@@ -78,7 +99,7 @@ struct SideReader: Sendable {
             }
         }
         return SideEntry(
-            name: name, status: status, attributes: attributes, linkTarget: target, parent: directory,
+            name: name, status: status, attributes: attributes, linkTarget: target, parent: directory, side: side,
             overlayOpaque: opaque)
     }
 
@@ -113,7 +134,7 @@ struct SideReader: Sendable {
             if dropOverlayAttributes { attributes.removeAll { Whiteout.isOverlayPrivateAttribute($0.name) } }
             return SideEntry(
                 name: FileName(unchecked: [0x2E]), status: status, attributes: attributes, linkTarget: [],
-                parent: root)
+                parent: root, side: side)
         } catch {
             throw DiffError(path: displayRoot, "cannot examine", error)
         }

@@ -57,6 +57,7 @@ final class WorkPool: @unchecked Sendable {
     private var background = JobQueue()
     private var stopping = false
     private var threads: [pthread_t] = []
+    private let queued = Atomic<Int>(0)
 
     /// Starts `workers` threads (0 is allowed: then the consumer runs every job while waiting).
     init(workers: Int) {
@@ -85,9 +86,13 @@ final class WorkPool: @unchecked Sendable {
     /// The number of worker threads running.
     var workerCount: Int { threads.count }
 
+    /// Jobs waiting in the queues (approximate: read without the lock).
+    var queuedCount: Int { queued.load(ordering: .relaxed) }
+
     /// Queues `job`. Lock: takes the pool mutex.
     func submit(_ job: Job, urgent isUrgent: Bool) {
         pthread_mutex_lock(mutex)
+        queued.add(1, ordering: .relaxed)
         if isUrgent { urgent.push(job) } else { background.push(job) }
         pthread_cond_signal(condition)
         pthread_mutex_unlock(mutex)
@@ -103,7 +108,7 @@ final class WorkPool: @unchecked Sendable {
         }
         pthread_mutex_lock(mutex)
         while !job.isFinished {
-            if let next = urgent.pop() ?? background.pop() {
+            if let next = pop() {
                 pthread_mutex_unlock(mutex)
                 run(next, context)
                 pthread_mutex_lock(mutex)
@@ -112,6 +117,14 @@ final class WorkPool: @unchecked Sendable {
             pthread_cond_wait(condition, mutex)
         }
         pthread_mutex_unlock(mutex)
+    }
+
+    /// The next queued job, claimed. Lock: call with the pool mutex held.
+    private func pop() -> Job? {
+        var skipped = 0
+        let job = urgent.pop(skipped: &skipped) ?? background.pop(skipped: &skipped)
+        queued.subtract(skipped + (job == nil ? 0 : 1), ordering: .relaxed)
+        return job
     }
 
     /// Stops the workers after the queued jobs and joins them. Call once, from the consumer.
@@ -128,7 +141,7 @@ final class WorkPool: @unchecked Sendable {
         let context = WorkerContext()
         pthread_mutex_lock(mutex)
         while true {
-            if let next = urgent.pop() ?? background.pop() {
+            if let next = pop() {
                 pthread_mutex_unlock(mutex)
                 run(next, context)
                 pthread_mutex_lock(mutex)
@@ -164,8 +177,9 @@ private struct JobQueue {
 
     mutating func push(_ job: Job) { items.append(job) }
 
-    /// The next unclaimed job, claimed for the caller.
-    mutating func pop() -> Job? {
+    /// The next unclaimed job, claimed for the caller; `skipped` counts jobs dropped because
+    /// another thread had claimed them.
+    mutating func pop(skipped: inout Int) -> Job? {
         while head < items.count {
             let job = items[head]
             head += 1
@@ -174,6 +188,7 @@ private struct JobQueue {
                 head = 0
             }
             if job.claim() { return job }
+            skipped += 1
         }
         return nil
     }

@@ -8,9 +8,9 @@ import Glibc
 /// for a regular file, then ``finish()``.
 ///
 /// The output is deterministic: the same entries give byte-identical output.
-/// - PAX (`pax_restricted`): a plain ustar header unless a field needs an extended header
-///   (long or non-ASCII names, nanosecond mtimes, xattrs, large numbers). Extended headers are
-///   named `PaxHeader/NAME` and carry the entry's own mtime, never the current time or a pid.
+/// - PAX: a plain ustar header unless a field needs an extended header (long or non-ASCII
+///   names, an mtime with nanoseconds, xattrs, large numbers). Extended headers are named
+///   `PaxHeader/NAME` and carry the entry's own mtime, never the current time or a pid.
 /// - Only the mtime is stored (no atime, ctime, user or group names); xattrs are written as
 ///   `SCHILY.xattr.NAME` only.
 /// - Names that are not ASCII are stored as raw bytes with `hdrcharset=BINARY` (the process
@@ -47,7 +47,7 @@ public final class ArchiveWriter {
         guard let tar = archive_write_new() else { throw ArchiveError("cannot allocate a libarchive writer") }
         self.tar = tar
         do throws(ArchiveError) {
-            try check(tar, archive_write_set_format_pax_restricted(tar), "set PAX format")
+            try check(tar, archive_write_set_format_pax(tar), "set PAX format")
             try check(tar, archive_write_set_options(tar, "xattrheader=SCHILY"), "set PAX options")
             try check(tar, archive_write_set_bytes_per_block(tar, 10240), "set block size")
             try check(tar, archive_write_set_bytes_in_last_block(tar, 1), "set last block size")

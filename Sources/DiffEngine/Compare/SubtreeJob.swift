@@ -1,0 +1,452 @@
+import Glibc
+import LayerCore
+import Synchronization
+
+/// What the jobs of one diff share: how to read both sides, the options, the pool, counters.
+final class DiffContext: Sendable {
+    /// What B is.
+    enum Mode: Sendable {
+        /// B is a tree of its own.
+        case trees
+        /// B is A under an overlay upper dir read with these markers.
+        case upper(WhiteoutFormat)
+    }
+
+    let options: DiffOptions
+    let aReader: SideReader
+    let bReader: SideReader
+    let mode: Mode
+    let pool: WorkPool
+    /// Whether a layer is written (whiteouts and the opaque choice matter then).
+    let layerWanted: Bool
+    /// Entries examined so far (both sides), for progress and the summary.
+    let examined = Atomic<Int>(0)
+    /// Bytes read to compare content so far.
+    let hashed = Atomic<Int64>(0)
+    /// Queued subtree jobs below which a job hands a subdirectory to the pool instead of
+    /// walking it itself.
+    let spawnLimit: Int
+
+    init(options: DiffOptions, a: SideReader, b: SideReader, mode: Mode, pool: WorkPool, layerWanted: Bool) {
+        self.options = options
+        aReader = a
+        bReader = b
+        self.mode = mode
+        self.pool = pool
+        self.layerWanted = layerWanted
+        spawnLimit = pool.workerCount == 0 ? 0 : 2 * pool.workerCount + 2
+    }
+
+    var isUpper: Bool {
+        if case .upper = mode { return true }
+        return false
+    }
+}
+
+/// Where a directory of one side is.
+enum DirectorySource: Sendable {
+    /// Already open.
+    case open(FileDescriptor)
+    /// Entry `name` of an open directory.
+    case child(FileDescriptor, FileName)
+}
+
+/// One directory pair to diff, with its whole subtree.
+struct DirectoryTask: Sendable {
+    /// The kind of B directory.
+    enum BKind: Sendable {
+        /// A full B tree directory (or A itself, re-sent below an opaque marker).
+        case tree
+        /// An overlay upper-dir directory (opaque by xattr or not).
+        case upper(opaque: Bool)
+    }
+
+    /// The directory's path.
+    let path: RelativePath
+    /// A's directory, nil when A has none there (everything in B is added).
+    let a: DirectorySource?
+    /// B's directory.
+    let b: DirectorySource
+    /// How to read B's directory.
+    let bKind: BKind
+    /// B's directory status (whiteouts and opaque markers take its mtime).
+    let bStatus: FileStatus
+    /// Everything below must be in the layer (an ancestor got an opaque marker).
+    let forced: Bool
+    /// Read B's entries from A's reader (a lower directory re-sent whole).
+    let bFromA: Bool
+}
+
+/// What a subtree job produces, in output order.
+enum OutputItem: Sendable {
+    /// A record to emit.
+    case record(Record)
+    /// A subdirectory handed to another job: its output goes here.
+    case subtree(SubtreeJob)
+    /// An A path with this multi-link inode is not in B (for hard-link bookkeeping).
+    case lowerLink(FileIdentity, UInt64)
+}
+
+/// Diffs one directory pair and everything below it on a pool thread, handing subdirectories
+/// to new jobs while the pool has idle threads ("lazy splitting"): jobs stay coarse, and never
+/// wait for each other. The consumer drains outputs in order.
+final class SubtreeJob: Job, @unchecked Sendable {
+    // @unchecked Sendable: see Job (`output` is written once before `finished`).
+    private let task: DirectoryTask
+    private let diff: DiffContext
+    private var output: Result<[OutputItem], DiffError> = .success([])
+
+    init(_ task: DirectoryTask, _ diff: DiffContext) {
+        self.task = task
+        self.diff = diff
+    }
+
+    override func execute(_ context: WorkerContext) {
+        var items: [OutputItem] = []
+        do throws(DiffError) {
+            var differ = SubtreeDiffer(diff: diff, context: context)
+            try differ.diffDirectory(task, into: &items)
+            output = .success(items)
+        } catch {
+            output = .failure(error)
+        }
+    }
+
+    /// The output; call once, after the job finished (it is released afterwards).
+    func takeOutput() throws(DiffError) -> [OutputItem] {
+        let result = output
+        output = .success([])
+        return try result.get()
+    }
+}
+
+/// The per-directory logic of the diff: pairing names, the opaque choice, the comparison of
+/// each pair in the change-detection order, content checks, recursion.
+struct SubtreeDiffer {
+    /// One name of a directory pair.
+    private enum Pair {
+        case deleted(SideEntry)
+        case added(SideEntry)
+        case both(SideEntry, SideEntry)
+        /// Overlay diff: the name shows A's entry unchanged (the upper dir does not touch it).
+        case lower(FileName)
+
+        var name: FileName {
+            switch self {
+            case .deleted(let a): a.name
+            case .added(let b): b.name
+            case .both(_, let b): b.name
+            case .lower(let name): name
+            }
+        }
+    }
+
+    let diff: DiffContext
+    let context: WorkerContext
+
+    private var options: DiffOptions { diff.options }
+
+    mutating func diffDirectory(_ task: DirectoryTask, into items: inout [OutputItem]) throws(DiffError) {
+        let bReader = task.bFromA ? diff.aReader : diff.bReader
+        let bDirectory = try open(task.b, bReader, task.path)
+        let bEntries = try bReader.entries(of: bDirectory, path: task.path)
+        var aDirectory: FileDescriptor?
+        var pairs: [Pair]
+        switch task.bKind {
+        case .tree:
+            if let source = task.a {
+                let directory = try open(source, diff.aReader, task.path)
+                aDirectory = directory
+                pairs = merge(try diff.aReader.entries(of: directory, path: task.path), bEntries)
+            } else {
+                pairs = bEntries.map(Pair.added)
+            }
+        case .upper(let opaque):
+            var names: [FileName]?
+            if let source = task.a {
+                let directory = try open(source, diff.aReader, task.path)
+                aDirectory = directory
+                do {
+                    names = try TreeWalker.names(of: directory, sorted: true)
+                } catch {
+                    throw DiffError(path: diff.aReader.display(task.path), "cannot list directory", error)
+                }
+            }
+            pairs = try upperPairing(task.path, aDirectory: aDirectory, aNames: names, upper: bEntries, opaque: opaque)
+        }
+        diff.examined.add(pairs.count, ordering: .relaxed)
+        let deletions = pairs.filter {
+            if case .deleted = $0 { return true }
+            return false
+        }
+        let opaque =
+            !task.forced && diff.layerWanted && deletions.count >= 2
+            && chooseOpaque(pairs, deletions.count, aDirectory)
+        let childrenForced = task.forced || opaque
+        if diff.layerWanted && !task.forced {
+            let time = task.bStatus.modificationTime
+            if opaque {
+                items.append(.record(Record(path: task.path, kind: nil, type: .directory, layer: .opaque(time))))
+            } else {
+                for pair in deletions {
+                    guard case .deleted(let entry) = pair else { continue }
+                    items.append(
+                        .record(
+                            Record(
+                                path: task.path.appending(entry.name), kind: nil, type: entry.type,
+                                layer: .whiteout(time))))
+                }
+            }
+        }
+        for pair in pairs {
+            let childPath = task.path.appending(pair.name)
+            switch pair {
+            case .deleted(let entry):
+                items.append(
+                    .record(Record(path: childPath, kind: .deleted, type: entry.type, layer: nil, reportOnly: true)))
+                if !entry.isDirectory && entry.status.linkCount > 1 {
+                    items.append(.lowerLink(entry.status.identity, entry.status.linkCount))
+                }
+            case .added(let entry):
+                let record = Record(path: childPath, kind: .added, type: entry.type, layer: .entry(entry.detached))
+                if !entry.isDirectory && entry.status.linkCount > 1 { record.linkKeys = (nil, keys(entry)) }
+                items.append(.record(record))
+                if entry.isDirectory {
+                    try descend(
+                        DirectoryTask(
+                            path: childPath, a: nil, b: .child(bDirectory, entry.name), bKind: kind(of: entry, task),
+                            bStatus: entry.status, forced: false, bFromA: task.bFromA), into: &items)
+                }
+            case .both(let aEntry, let bEntry):
+                try compare(
+                    childPath, aEntry, bEntry, forced: childrenForced, task: task, bDirectory: bDirectory,
+                    aDirectory: aDirectory, into: &items)
+            case .lower(let name):
+                guard childrenForced, let aDirectory,
+                    let aEntry = try diff.aReader.entry(name, in: aDirectory, path: childPath)
+                else { continue }
+                // The lower entry stays in B but the layer hides the lower directory: re-send it.
+                let lowerTask = DirectoryTask(
+                    path: task.path, a: nil, b: .open(aDirectory), bKind: .tree, bStatus: task.bStatus, forced: true,
+                    bFromA: true)
+                try compare(
+                    childPath, aEntry, aEntry, forced: true, task: lowerTask, bDirectory: aDirectory,
+                    aDirectory: aDirectory, into: &items)
+            }
+        }
+    }
+
+    /// Hands the subtree to the pool when threads are idle, else walks it here.
+    private mutating func descend(_ task: DirectoryTask, into items: inout [OutputItem]) throws(DiffError) {
+        if diff.pool.queuedCount < diff.spawnLimit {
+            let job = SubtreeJob(task, diff)
+            diff.pool.submit(job, urgent: true)
+            items.append(.subtree(job))
+        } else {
+            try diffDirectory(task, into: &items)
+        }
+    }
+
+    /// Compares one name present on both sides and recurses into directories.
+    private mutating func compare(
+        _ path: RelativePath, _ a: SideEntry, _ b: SideEntry, forced: Bool, task: DirectoryTask,
+        bDirectory: FileDescriptor, aDirectory: FileDescriptor?, into items: inout [OutputItem]
+    ) throws(DiffError) {
+        var aspects = EntryComparison.aspects(a, b)
+        if aspects == .type {
+            let record = Record(path: path, kind: .changed, type: b.type, aspects: .type, layer: .entry(b.detached))
+            if !a.isDirectory && a.status.linkCount > 1 {
+                items.append(.lowerLink(a.status.identity, a.status.linkCount))
+            }
+            if !b.isDirectory && b.status.linkCount > 1 { record.linkKeys = (nil, keys(b)) }
+            items.append(.record(record))
+            if b.isDirectory {
+                // The new directory replaces the old entry whole: nothing of A below it counts.
+                try descend(
+                    DirectoryTask(
+                        path: path, a: nil, b: .child(bDirectory, b.name), bKind: kind(of: b, task), bStatus: b.status,
+                        forced: false, bFromA: task.bFromA), into: &items)
+            }
+            return
+        }
+        if b.isDirectory {
+            let changed = isChanged(aspects)
+            if changed || forced {
+                items.append(
+                    .record(
+                        Record(
+                            path: path, kind: changed ? .changed : nil, type: .directory, aspects: aspects,
+                            layer: .entry(b.detached), forced: forced)))
+            }
+            guard let aDirectory else { return }
+            try descend(
+                DirectoryTask(
+                    path: path, a: .child(aDirectory, a.name), b: .child(bDirectory, b.name), bKind: kind(of: b, task),
+                    bStatus: b.status, forced: forced, bFromA: task.bFromA), into: &items)
+            return
+        }
+        if b.type == .regular && !aspects.contains(.content) {
+            let relevant = options.ignoreModificationTime ? aspects.subtracting(.mtime) : aspects
+            let trusted = options.trustModificationTime && aspects.isEmpty
+            if relevant.isEmpty && !trusted && a.status.identity != b.status.identity && b.status.size > 0 {
+                let bReader = task.bFromA ? diff.aReader : diff.bReader
+                let outcome = try ContentComparison.compare(
+                    a, b, aDisplay: diff.aReader.display(path), bDisplay: bReader.display(path), context: context)
+                diff.hashed.add(2 * b.status.size, ordering: .relaxed)
+                if case .different = outcome { aspects.insert(.content) }
+            }
+        }
+        let linked = a.status.linkCount > 1 || b.status.linkCount > 1
+        if linked || forced || isChanged(aspects) {
+            let record = Record(
+                path: path, kind: .changed, type: b.type, aspects: aspects, layer: .entry(b.detached), forced: forced)
+            if linked { record.linkKeys = (keys(a), keys(b)) }
+            items.append(.record(record))
+        }
+    }
+
+    private func kind(of entry: SideEntry, _ parent: DirectoryTask) -> DirectoryTask.BKind {
+        if case .upper = parent.bKind { return .upper(opaque: entry.overlayOpaque) }
+        return .tree
+    }
+
+    private func keys(_ entry: SideEntry) -> (FileIdentity, UInt64) {
+        (entry.status.identity, entry.status.linkCount)
+    }
+
+    private func isChanged(_ aspects: ChangeAspects) -> Bool {
+        !(options.ignoreModificationTime ? aspects.subtracting(.mtime) : aspects).isEmpty
+    }
+
+    private func open(_ source: DirectorySource, _ reader: SideReader, _ path: RelativePath) throws(DiffError)
+        -> FileDescriptor
+    {
+        switch source {
+        case .open(let fd): return fd
+        case .child(let parent, let name): return try reader.openDirectory(name, in: parent, path: path)
+        }
+    }
+
+    // MARK: - Pairing
+
+    private func merge(_ a: [SideEntry], _ b: [SideEntry]) -> [Pair] {
+        var pairs: [Pair] = []
+        pairs.reserveCapacity(max(a.count, b.count))
+        var i = 0
+        var j = 0
+        while i < a.count || j < b.count {
+            if j == b.count || (i < a.count && a[i].name < b[j].name) {
+                pairs.append(.deleted(a[i]))
+                i += 1
+            } else if i == a.count || b[j].name < a[i].name {
+                pairs.append(.added(b[j]))
+                j += 1
+            } else {
+                pairs.append(.both(a[i], b[j]))
+                i += 1
+                j += 1
+            }
+        }
+        return pairs
+    }
+
+    private func upperPairing(
+        _ path: RelativePath, aDirectory: FileDescriptor?, aNames: [FileName]?, upper: [SideEntry],
+        opaque opaqueByAttribute: Bool
+    ) throws(DiffError) -> [Pair] {
+        guard case .upper(let format) = diff.mode else { return upper.map(Pair.added) }
+        var opaque = opaqueByAttribute
+        var whiteouts = Set<FileName>()
+        var real: [SideEntry] = []
+        for entry in upper {
+            if format.honorsOverlay && Whiteout.isOverlayWhiteout(entry.status) {
+                whiteouts.insert(entry.name)
+                continue
+            }
+            if format.honorsOCI, let marker = Whiteout.ociMarker(for: entry.name) {
+                switch marker {
+                case .whiteout(let target): whiteouts.insert(target)
+                case .opaque: opaque = true
+                case .meta: break
+                }
+                continue
+            }
+            real.append(entry)
+        }
+        guard let aDirectory, let names = aNames else { return real.map(Pair.added) }
+        var pairs: [Pair] = []
+        var i = 0
+        var j = 0
+        while i < names.count || j < real.count {
+            if j == real.count || (i < names.count && names[i] < real[j].name) {
+                let name = names[i]
+                i += 1
+                if opaque || whiteouts.contains(name) {
+                    if let entry = try diff.aReader.entry(name, in: aDirectory, path: path.appending(name)) {
+                        pairs.append(.deleted(entry))
+                    }
+                } else {
+                    pairs.append(.lower(name))
+                }
+            } else if i == names.count || real[j].name < names[i] {
+                pairs.append(.added(real[j]))
+                j += 1
+            } else {
+                let name = names[i]
+                if let entry = try diff.aReader.entry(name, in: aDirectory, path: path.appending(name)) {
+                    pairs.append(.both(entry, real[j]))
+                } else {
+                    pairs.append(.added(real[j]))
+                }
+                i += 1
+                j += 1
+            }
+        }
+        return pairs
+    }
+
+    // MARK: - Opaque or explicit whiteouts
+
+    /// Whether an opaque marker is smaller than `deletions` whiteouts: the marker hides every
+    /// lower child, so the children that stay must be re-sent whole. Chosen only when
+    /// 1 + (entries below the staying children, counted up to the limit) < deletions, which is
+    /// never worse than the explicit form.
+    private func chooseOpaque(_ pairs: [Pair], _ deletions: Int, _ aDirectory: FileDescriptor?) -> Bool {
+        let budget = deletions - 1
+        var kept = 0
+        for pair in pairs {
+            switch pair {
+            case .both(let aEntry, let bEntry):
+                if aEntry.type != bEntry.type { continue }
+                kept += 1
+                if bEntry.isDirectory, let bParent = bEntry.parent {
+                    kept += countEntries(bParent, bEntry.name, limit: budget - kept)
+                    if diff.isUpper, let aParent = aEntry.parent {
+                        kept += countEntries(aParent, aEntry.name, limit: budget - kept)
+                    }
+                }
+            case .lower(let name):
+                kept += 1
+                if let aDirectory { kept += countEntries(aDirectory, name, limit: budget - kept) }
+            case .added, .deleted: continue
+            }
+            if kept >= budget { return false }
+        }
+        return kept < budget
+    }
+
+    /// Entries below directory `name` of `parent`, counted up to `limit` (names only).
+    private func countEntries(_ parent: FileDescriptor, _ name: FileName, limit: Int) -> Int {
+        guard limit > 0, let directory = try? parent.open(name, flags: O_RDONLY | O_DIRECTORY) else { return 0 }
+        var count = 0
+        var subdirectories: [FileName] = []
+        try? DirectoryReader.forEachEntry(in: directory) { entry in
+            count += 1
+            if entry.type == .directory || entry.type == nil { subdirectories.append(entry.name) }
+        }
+        for subdirectory in subdirectories where count < limit {
+            count += countEntries(directory, subdirectory, limit: limit - count)
+        }
+        return count
+    }
+}

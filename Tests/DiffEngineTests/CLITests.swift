@@ -1,0 +1,193 @@
+import Foundation
+import Glibc
+import LayerCore
+import TestSupport
+import Testing
+
+/// The `layerdiff` binary: golden text, JSON and stat output, exit statuses, stdout versus
+/// stderr, usage errors, refusals.
+@Suite("layerdiff command line", .tags(.medium))
+struct CLITests {
+    static var layerdiff: String { builtExecutable("layerdiff") }
+
+    /// A fixed pair of trees with pinned mtimes: A and B in `temp`.
+    static func pair(_ temp: TemporaryDirectory) {
+        LayerBuilder.apply([.dir("")] + ChangeListTests.base + ChangeListTests.pinned, in: temp.url("a"))
+        copyTree(temp.url("a"), temp.url("b"))
+        LayerBuilder.apply(
+            [
+                .file("etc/config", "config v2 longer\n"), .remove("usr/share"), .file("etc/new\nline", "x"),
+                .chmod("bin/tool", 0o700), .times("etc", seconds: 1_600_000_100),
+                .times("etc/new\nline", seconds: 1_600_000_100), .times("usr", seconds: 1_600_000_000),
+                .times("etc/config", seconds: 1_600_000_100),
+            ], in: temp.url("b"))
+    }
+
+    @Test("golden text output; exit 1 when the trees differ")
+    func goldenText() {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        let result = run(Self.layerdiff, [temp.url("a"), temp.url("b")])
+        #expect(result.status == 1)
+        #expect(
+            result.out == """
+                C /bin/tool
+                C /etc
+                C /etc/config
+                A /etc/new\\x0aline
+                D /usr/share
+
+                """)
+        #expect(result.err == "")
+    }
+
+    @Test("golden JSON output: one object per line, then the summary")
+    func goldenJSON() {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        let result = run(Self.layerdiff, ["--json", temp.url("a"), temp.url("b")])
+        #expect(result.status == 1)
+        #expect(
+            result.out == """
+                {"kind":"changed","path":"/bin/tool","type":"file","size":4,"changed":["mode"]}
+                {"kind":"changed","path":"/etc","type":"directory","changed":["mtime"]}
+                {"kind":"changed","path":"/etc/config","type":"file","size":17,"changed":["content","mtime"]}
+                {"kind":"added","path":"/etc/new\\\\x0aline","type":"file","size":1}
+                {"kind":"deleted","path":"/usr/share","type":"directory"}
+                {"summary":{"added":1,"changed":3,"deleted":1,"bytes":22}}
+
+                """)
+        for line in result.out.split(separator: "\n") {
+            #expect((try? JSONSerialization.jsonObject(with: Data(line.utf8))) != nil, "\(line)")
+        }
+    }
+
+    @Test("--stat: counts and bytes per kind")
+    func stat() {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        let result = run(Self.layerdiff, ["--stat", temp.url("a"), temp.url("b")])
+        #expect(result.status == 1)
+        #expect(
+            result.out == """
+                added:          1 entry, 1 bytes
+                changed:        3 entries, 21 bytes
+                deleted:        1 entry
+                total:          5 changes
+
+                """)
+    }
+
+    @Test("equal trees exit 0 with no output; --quiet prints nothing")
+    func equalAndQuiet() {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        let equal = run(Self.layerdiff, [temp.url("a"), temp.url("a")])
+        #expect(equal.status == 0)
+        #expect(equal.out == "" && equal.err == "")
+        let quiet = run(Self.layerdiff, ["-q", temp.url("a"), temp.url("b")])
+        #expect(quiet.status == 1)
+        #expect(quiet.out == "" && quiet.err == "")
+    }
+
+    @Test("-o writes the layer and prints its digests; the same run twice gives the same bytes")
+    func archive() throws {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        let first = run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", temp.url("l1.tar.gz")])
+        let second = run(
+            Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", temp.url("l2.tar.gz")],
+            environment: ["SOURCE_DATE_EPOCH": "1600000050"])
+        let third = run(
+            Self.layerdiff, [temp.url("a"), temp.url("b"), "--mtime-clamp=1600000050", "-o", temp.url("l3.tar.gz")])
+        #expect(first.status == 1 && second.status == 1 && third.status == 1)
+        let lines = first.out.split(separator: "\n")
+        #expect(lines.count == 4)
+        #expect(lines[0].hasPrefix("diff_id: sha256:") && lines[1].hasPrefix("digest: sha256:"))
+        #expect(lines[3] == "media_type: application/vnd.oci.image.layer.v1.tar+gzip")
+        let blob = try Data(contentsOf: URL(fileURLWithPath: temp.url("l1.tar.gz")))
+        #expect(lines[2] == "size: \(blob.count)")
+        #expect(lines[1] == "digest: \(SHA256Digest.of(Array(blob)))")
+        #expect(second.out == third.out)
+        #expect(second.out != first.out)
+        let python = run(
+            "/usr/bin/python3",
+            ["-c", "import tarfile,sys; print(max(m.mtime for m in tarfile.open(sys.argv[1])))", temp.url("l2.tar.gz")])
+        #expect(python.out == "1600000050\n")
+    }
+
+    @Test("a .wh. name is refused with exit 2 naming it, leaving no file; --skip-unrepresentable lists it")
+    func refusal() {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        LayerBuilder.apply([.file("etc/.wh.foo", "oops")], in: temp.url("b"))
+        let refused = run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", temp.url("l.tar")])
+        #expect(refused.status == 2)
+        #expect(refused.err.hasPrefix("Error: ") && refused.err.contains("etc/.wh.foo"))
+        #expect(refused.out == "")
+        #expect(access(temp.url("l.tar"), F_OK) != 0)
+        let skipped = run(
+            Self.layerdiff, [temp.url("a"), temp.url("b"), "--skip-unrepresentable", "-o", temp.url("l.tar")])
+        #expect(skipped.status == 1)
+        #expect(skipped.err.contains("skipped") && skipped.err.contains("etc/.wh.foo"))
+    }
+
+    @Test("trouble exits 2 with 'Error: path: reason'")
+    func trouble() {
+        let temp = TemporaryDirectory()
+        let result = run(Self.layerdiff, [temp.url("missing"), temp.path])
+        #expect(result.status == 2)
+        #expect(result.err == "Error: \(temp.url("missing")): no such tree (no such file or directory)\n")
+        #expect(result.out == "")
+    }
+
+    @Test(
+        "usage errors exit 64 with the swift-argument-parser wording",
+        arguments: [
+            (["--frobnicate", "a", "b"], "Error: Unknown option '--frobnicate'"),
+            (["a"], "Error: Missing expected argument '<b>'"),
+            ([], "Error: Missing expected argument '<a>'"),
+            (["a", "b", "-o"], "Error: Missing value for '-o <file>'"),
+            (["a", "b", "-o", "x.zip"], "Error: The value 'x.zip' is invalid for '--output <file>'"),
+            (["apply", "layer.tar"], "Error: Missing expected argument '<root>'"),
+        ])
+    func usage(arguments: [String], message: String) {
+        let result = run(Self.layerdiff, arguments)
+        #expect(result.status == 64)
+        #expect(result.err.hasPrefix(message), "\(result.err)")
+        #expect(result.err.contains("\nUsage: layerdiff"))
+        #expect(result.err.hasSuffix("  See 'layerdiff --help' for more information.\n"))
+        #expect(result.out == "")
+    }
+
+    @Test("--help, help apply and --version print to stdout and exit 0")
+    func help() {
+        let help = run(Self.layerdiff, ["--help"])
+        #expect(help.status == 0)
+        #expect(help.out.hasPrefix("OVERVIEW: "))
+        #expect(help.out.contains("\nUSAGE: layerdiff "))
+        #expect(help.out.contains("\nEXIT STATUS:\n  0  the trees are equal\n  1  the trees differ\n  2  trouble"))
+        #expect(help.out.contains("\nSUBCOMMANDS:\n  apply "))
+        let apply = run(Self.layerdiff, ["help", "apply"])
+        #expect(apply.status == 0 && apply.out.hasPrefix("OVERVIEW: Apply an OCI layer"))
+        let applyHelp = run(Self.layerdiff, ["apply", "--help"])
+        #expect(applyHelp.out == apply.out)
+        let version = run(Self.layerdiff, ["--version"])
+        #expect(version.status == 0 && version.out == LayerCoreModule.version + "\n")
+    }
+
+    @Test("apply exits 0 and reproduces B; the layer directory form too")
+    func applyCommand() throws {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        #expect(run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", temp.url("l.tar.zst")]).status == 1)
+        #expect(run(Self.layerdiff, [temp.url("a"), temp.url("b"), "--layer-dir", temp.url("dir")]).status == 1)
+        for layer in ["l.tar.zst", "dir"] {
+            copyTree(temp.url("a"), temp.url("r-\(layer)"))
+            let applied = run(Self.layerdiff, ["apply", temp.url(layer), temp.url("r-\(layer)")])
+            #expect(applied.status == 0, "\(applied.err)")
+            #expect(applied.out == "" && applied.err == "")
+            #expect(try TreeSnapshot(temp.url("b")).differences(to: TreeSnapshot(temp.url("r-\(layer)"))) == [])
+        }
+    }
+}

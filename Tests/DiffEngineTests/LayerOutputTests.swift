@@ -1,0 +1,135 @@
+import DiffEngine
+import Foundation
+import Glibc
+import LayerCore
+import TestSupport
+import Testing
+
+/// The OCI layer tarball: minimal entries, documented order, determinism, digests.
+@Suite("Layer tarball output", .tags(.small))
+struct LayerOutputTests {
+    /// Writes the layer for `change` applied to the base tree and returns its entries in
+    /// archive order as `name kind` strings.
+    static func layer(
+        _ change: [LayerStep], extra: [LayerStep] = [], clamp: Int64? = nil, in temp: TemporaryDirectory
+    ) throws -> (entries: [String], result: LayerDiff.Result, path: String) {
+        let a = temp.url("a")
+        LayerBuilder.apply([.dir("")] + ChangeListTests.base + extra + ChangeListTests.pinned, in: a)
+        copyTree(a, temp.url("b"))
+        LayerBuilder.apply(change, in: temp.url("b"))
+        var diff = LayerDiff(a: a, b: temp.url("b"))
+        let path = temp.url("layer.tar")
+        diff.output = .archive(path, .none)
+        diff.mtimeClamp = clamp
+        let result = try diff.run()
+        return (try entries(path), result, path)
+    }
+
+    static func entries(_ path: String) throws -> [String] {
+        let reader = try ArchiveReader(input: try FileDescriptor.open(path: path, flags: O_RDONLY))
+        var names: [String] = []
+        while let entry = try reader.next() { names.append("\(escapeForDisplay(entry.path)) \(entry.kind.letter)") }
+        return names
+    }
+
+    @Test("a deleted directory is one whiteout; whiteouts come before their siblings")
+    func whiteouts() throws {
+        let (entries, _, _) = try Self.layer(
+            [
+                .remove("usr/share"), .remove("etc/config"), .file("etc/0first", "x"), .file("etc/zlast", "y"),
+                .times("usr", seconds: 1_600_000_000), .times("etc/0first", seconds: 1_600_000_000),
+                .times("etc/zlast", seconds: 1_600_000_000),
+            ], in: TemporaryDirectory())
+        #expect(entries == ["etc/ d", "etc/.wh.config f", "etc/0first f", "etc/zlast f", "usr/.wh.share f"])
+    }
+
+    @Test("no whiteouts below a path whose type changed")
+    func typeChange() throws {
+        let (entries, _, _) = try Self.layer(
+            [.remove("etc/app.d"), .file("etc/app.d", "now a file"), .times("etc", seconds: 1_600_000_000)],
+            in: TemporaryDirectory())
+        #expect(entries == ["etc/app.d f"])
+    }
+
+    @Test("an opaque marker replaces whiteouts when smaller; the kept child is re-sent")
+    func opaque() throws {
+        let children: [LayerStep] =
+            (0..<6).map { .file("cache/c\($0)", "c\($0)") } + [
+                .times("cache/c0", seconds: 1_600_000_000)
+            ]
+        let (entries, result, _) = try Self.layer(
+            (1..<6).map { .remove("cache/c\($0)") }, extra: children, in: TemporaryDirectory())
+        #expect(entries == ["cache/ d", "cache/.wh..wh..opq f", "cache/c0 f"])
+        #expect(result.summary.counts[.deleted] == 5)
+        #expect(result.summary.opaqueMarkers == 1)
+    }
+
+    @Test("a directory is emitted only when its own metadata changed; the root only when it changed")
+    func noParentChain() throws {
+        let (entries, _, _) = try Self.layer(
+            [.file("usr/share/doc/readme", "readme v2\n"), .times("usr/share/doc/readme", seconds: 1_600_000_000)],
+            in: TemporaryDirectory())
+        #expect(entries == ["usr/share/doc/readme f"])
+        let (rootOnly, _, _) = try Self.layer([.chmod("", 0o700)], in: TemporaryDirectory())
+        #expect(rootOnly == ["./ d"])
+    }
+
+    @Test("no change is an empty layer: 1024 zero bytes, the well-known diff_id")
+    func emptyLayer() throws {
+        let temp = TemporaryDirectory()
+        let (entries, result, path) = try Self.layer([], in: temp)
+        #expect(entries.isEmpty)
+        #expect(result.archive?.size == 1024)
+        #expect(
+            result.archive?.diffID.description
+                == "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
+        #expect((try? Data(contentsOf: URL(fileURLWithPath: path)))?.count == 1024)
+    }
+
+    @Test("the same inputs give byte-identical layers; mtimes are clamped")
+    func deterministic() throws {
+        let temp = TemporaryDirectory()
+        let a = temp.url("a")
+        LayerBuilder.apply([.dir("")] + ChangeListTests.base + ChangeListTests.pinned, in: a)
+        copyTree(a, temp.url("b"))
+        LayerBuilder.apply([.file("etc/new", "new"), .xattr("etc/new", name: "user.x", value: "1")], in: temp.url("b"))
+        var digests: [ArchiveSummary] = []
+        for (index, compression) in [ArchiveCompression.gzip, .gzip, .zstd, .zstd].enumerated() {
+            var diff = LayerDiff(a: a, b: temp.url("b"))
+            diff.output = .archive(temp.url("l\(index).tar"), compression)
+            diff.mtimeClamp = 1_650_000_000
+            digests.append(try #require(try diff.run().archive))
+        }
+        #expect(digests[0] == digests[1])
+        #expect(digests[2] == digests[3])
+        #expect(digests[0].diffID == digests[2].diffID)
+        #expect(digests[0].digest != digests[2].digest)
+        let reader = try ArchiveReader(input: try FileDescriptor.open(path: temp.url("l0.tar"), flags: O_RDONLY))
+        while let entry = try reader.next() {
+            #expect(entry.modificationTime.seconds <= 1_650_000_000, "\(escapeForDisplay(entry.path))")
+        }
+    }
+
+    @Test("a name starting with .wh. is refused, naming the path, and no layer is left")
+    func unrepresentable() throws {
+        let temp = TemporaryDirectory()
+        let a = temp.url("a")
+        LayerBuilder.apply([.dir(""), .file("etc/config", "x")], in: a)
+        copyTree(a, temp.url("b"))
+        LayerBuilder.apply([.file("etc/.wh.foo", "oops")], in: temp.url("b"))
+        var diff = LayerDiff(a: a, b: temp.url("b"))
+        diff.output = .archive(temp.url("l.tar"), .none)
+        do {
+            _ = try diff.run()
+            Issue.record("no refusal")
+        } catch {
+            #expect(error.description.contains("etc/.wh.foo"))
+        }
+        #expect(access(temp.url("l.tar"), F_OK) != 0)
+        #expect(try TreeWalker.names(of: try FileDescriptor.open(path: temp.path, flags: O_RDONLY)).count == 2)
+        diff.options.skipUnrepresentable = true
+        let result = try diff.run()
+        #expect(result.summary.skipped.count == 1)
+        #expect(try Self.entries(temp.url("l.tar")) == ["etc/ d"])
+    }
+}

@@ -1,0 +1,176 @@
+import DiffEngine
+import Foundation
+import Glibc
+import LayerCore
+import TestSupport
+import Testing
+
+/// Hostile layers for `apply`: every one is refused with a clear error and nothing outside ROOT
+/// changes (a snapshot of the tree around ROOT, mtimes included, is compared).
+@Suite("Malicious layers", .tags(.small))
+struct MaliciousLayerTests {
+    /// A workspace: `outside/` with a canary, `root/` (the target), optional symlinks in ROOT
+    /// pointing outside.
+    final class Workspace {
+        let temp = TemporaryDirectory(prefix: "layerdiff-evil")
+        var root: String { temp.url("root") }
+        var outside: String { temp.url("outside") }
+
+        init(rootSteps: [LayerStep] = []) {
+            LayerBuilder.apply(
+                [
+                    .file("secret", "do not touch"), .dir("sub"), .file("sub/y", "y"),
+                    .times("sub", seconds: 1_500_000_000),
+                ],
+                in: outside)
+            LayerBuilder.apply([.dir(""), .file("etc/passwd", "root:x:0:0")] + rootSteps, in: root)
+        }
+
+        /// Writes a layer with `entries` (content "pwned" for regular files).
+        func layer(_ entries: [ArchiveEntry]) throws -> String {
+            let path = temp.url("layer-\(UInt32.random(in: 0...UInt32.max)).tar")
+            let writer = try ArchiveWriter(
+                output: try FileDescriptor.open(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644),
+                compression: .none)
+            for var entry in entries {
+                if entry.kind == .regular { entry.size = 5 }
+                try writer.writeHeader(entry)
+                if entry.kind == .regular { try Array("pwned".utf8).withUnsafeBytes { try writer.writeData($0) } }
+            }
+            _ = try writer.finish()
+            return path
+        }
+
+        /// Applies `entries` and returns the error message (nil when it was applied).
+        func apply(_ entries: [ArchiveEntry]) throws -> String? {
+            let layer = try layer(entries)
+            let before = try TreeSnapshot(outside)
+            defer {
+                if let after = try? TreeSnapshot(outside) {
+                    #expect(before.differences(to: after) == [], "outside changed")
+                }
+            }
+            do {
+                try LayerApplier(root: root).apply(layer: layer)
+                return nil
+            } catch {
+                return error.description
+            }
+        }
+    }
+
+    static func file(_ path: String) -> ArchiveEntry { ArchiveEntry(path: Array(path.utf8), kind: .regular) }
+
+    @Test("'..' and absolute names are refused before anything is written")
+    func climbing() throws {
+        let space = Workspace()
+        let refused1 = try space.apply([Self.file("ok"), Self.file("../outside/secret")])
+        #expect(refused1?.contains("'..'") == true)
+        #expect(access(space.root + "/ok", F_OK) != 0, "written before the refusal")
+        let refused2 = try space.apply([Self.file(space.outside + "/secret")])
+        #expect(refused2?.contains("absolute") == true)
+        let refused3 = try space.apply([Self.file("a/b/../../../outside/secret")])
+        #expect(refused3 != nil)
+    }
+
+    @Test("a file through a symlink the layer creates is refused")
+    func throughLayerSymlink() throws {
+        let space = Workspace()
+        let message = try space.apply([
+            ArchiveEntry(path: Array("evil".utf8), kind: .symlink, linkTarget: Array(space.outside.utf8)),
+            Self.file("evil/secret"),
+        ])
+        #expect(message?.contains("symlink") == true)
+    }
+
+    @Test("a file through a symlink already in ROOT is refused")
+    func throughRootSymlink() throws {
+        let space = Workspace()
+        LayerBuilder.apply([.symlink("link", target: space.outside)], in: space.root)
+        let message = try space.apply([Self.file("link/secret")])
+        #expect(message?.contains("symlink") == true)
+        let whiteout = try space.apply([Self.file("link/.wh.secret")])
+        #expect(whiteout?.contains("symlink") == true)
+        let opaque = try space.apply([Self.file("link/sub/.wh..wh..opq")])
+        #expect(opaque?.contains("symlink") == true)
+    }
+
+    @Test("an entry replacing a symlink in ROOT replaces the symlink, not its target")
+    func replaceSymlink() throws {
+        let space = Workspace()
+        LayerBuilder.apply([.symlink("link", target: space.outside + "/secret")], in: space.root)
+        #expect(try space.apply([Self.file("link")]) == nil)
+        var status = stat()
+        #expect(lstat(space.root + "/link", &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG)
+    }
+
+    @Test("hard links pointing out are refused; one to a symlink links the symlink itself")
+    func hardLinks() throws {
+        let space = Workspace()
+        let out1 = try space.apply([
+            ArchiveEntry(path: Array("h".utf8), kind: .hardLink, linkTarget: Array("../outside/secret".utf8))
+        ])
+        #expect(out1?.contains("'..'") == true)
+        let out2 = try space.apply([
+            ArchiveEntry(path: Array("h".utf8), kind: .hardLink, linkTarget: Array((space.outside + "/secret").utf8))
+        ])
+        #expect(out2?.contains("absolute") == true)
+        LayerBuilder.apply([.symlink("escape", target: space.outside + "/secret")], in: space.root)
+        #expect(
+            try space.apply([ArchiveEntry(path: Array("h".utf8), kind: .hardLink, linkTarget: Array("escape".utf8))])
+                == nil)
+        var status = stat()
+        #expect(lstat(space.root + "/h", &status) == 0 && (status.st_mode & S_IFMT) == S_IFLNK)
+    }
+
+    @Test("whiteouts of '.' or '..' are refused")
+    func climbingWhiteouts() throws {
+        let space = Workspace()
+        #expect(try space.apply([Self.file("etc/.wh..")])?.contains("climb") == true)
+        #expect(try space.apply([Self.file(".wh...")])?.contains("climb") == true)
+        #expect(access(space.root + "/etc/passwd", F_OK) == 0)
+    }
+
+    @Test("huge names are refused")
+    func hugeNames() throws {
+        let space = Workspace()
+        #expect(try space.apply([Self.file(String(repeating: "n", count: 300))])?.contains("255") == true)
+        #expect(try space.apply([Self.file(String(repeating: "d/", count: 2100) + "f")])?.contains("4096") == true)
+    }
+
+    @Test("device nodes are refused when not running as root", .enabled(if: runningAsRoot))
+    func devicesNeedRoot() throws {
+        let temp = TemporaryDirectory(prefix: "layerdiff-evil")
+        chmod(temp.path, 0o755)
+        LayerBuilder.apply([.dir("root")], in: temp.path)
+        chown(temp.url("root"), 65534, 65534)
+        let layer = temp.url("dev.tar")
+        let writer = try ArchiveWriter(
+            output: try FileDescriptor.open(path: layer, flags: O_WRONLY | O_CREAT, mode: 0o644), compression: .none)
+        try writer.writeHeader(
+            ArchiveEntry(path: Array("null".utf8), kind: .characterDevice, deviceMajor: 1, deviceMinor: 3))
+        _ = try writer.finish()
+        let result = run(
+            "/usr/bin/setpriv",
+            [
+                "--reuid=65534", "--regid=65534", "--clear-groups", builtExecutable("layerdiff"), "apply", layer,
+                temp.url("root"),
+            ])
+        #expect(result.status == 2)
+        #expect(result.err.contains("device nodes are only created when running as root"), "\(result.err)")
+        #expect(try TreeWalker.names(of: try FileDescriptor.open(path: temp.url("root"), flags: O_RDONLY)).isEmpty)
+    }
+
+    @Test("a damaged archive is an error naming the layer")
+    func damaged() throws {
+        let space = Workspace()
+        let path = space.temp.url("junk.tar")
+        _ = FileManager.default.createFile(atPath: path, contents: Data(repeating: 0x41, count: 3000))
+        do {
+            try LayerApplier(root: space.root).apply(layer: path)
+            Issue.record("applied junk")
+        } catch {
+            #expect(error.description.contains(path))
+        }
+    }
+}
