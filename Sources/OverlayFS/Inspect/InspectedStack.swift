@@ -77,7 +77,7 @@ public final class InspectedStack: Sendable {
                     opened.append(try Layer(index: index, path: path, format: format))
                     infos.append(LayerInfo(index: index, path: path, kind: .directory, format: format))
                 case .regular:
-                    if scratch == nil { scratch = try ScratchDirectory() }
+                    if scratch == nil { scratch = try ScratchDirectory(holdsContent: extractArchives) }
                     guard let scratch else { throw PathError(path: path, reason: "no scratch directory") }
                     let skeleton = scratch.path + "/layer\(position + 1)"
                     if extractArchives {
@@ -164,12 +164,20 @@ public final class InspectedStack: Sendable {
     }
 }
 
-/// A private directory for skeletons and extractions, under `$TMPDIR` (default /var/tmp).
+/// A private directory for skeletons and extractions, under `$TMPDIR`; without it, skeletons
+/// (empty files only) go to /dev/shm when it is a writable directory (tmpfs: several times faster
+/// to build and remove than a journalled disk), extracted content to /var/tmp.
 final class ScratchDirectory: Sendable {
     let path: String
 
-    init() throws(PathError) {
-        let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/var/tmp"
+    init(holdsContent: Bool) throws(PathError) {
+        var base = "/var/tmp"
+        if let tmp = getenv("TMPDIR").map({ String(cString: $0) }), !tmp.isEmpty {
+            base = tmp
+        } else if !holdsContent, access("/dev/shm", W_OK | X_OK) == 0 {
+            var status = stat()
+            if stat("/dev/shm", &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR { base = "/dev/shm" }
+        }
         var template = Array("\(base)/layermount-inspect.XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { buffer -> Bool in
             guard let pointer = buffer.baseAddress else { return false }
