@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what layermount needs on Debian 12 (idempotent) and builds it.
 #   scripts/setup.sh [--no-build] [--release]
-# Packages: build deps (libfuse3-dev, libxxhash-dev, libarchive-dev, libzstd-dev, libssl-dev, pkg-config),
-# runtime (fuse3), and what tests, demo and benchmarks use (attr, libcap2-bin, fuse-overlayfs,
-# python3, debootstrap, rsync, umoci, zstd, hyperfine, util-linux).
+# Packages: build deps (libfuse3-dev, libxxhash-dev, libarchive-dev, libzstd-dev, libssl-dev,
+# libdeflate-dev, pkg-config), runtime (fuse3), and what tests, demo and benchmarks use (attr,
+# libcap2-bin, fuse-overlayfs, python3, debootstrap, rsync, umoci, zstd, hyperfine, util-linux).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,7 +17,7 @@ for a in "$@"; do
   esac
 done
 
-PACKAGES=(libfuse3-dev fuse3 libxxhash-dev libarchive-dev libzstd-dev zlib1g-dev libssl-dev pkg-config
+PACKAGES=(libfuse3-dev fuse3 libxxhash-dev libarchive-dev libzstd-dev zlib1g-dev libssl-dev libdeflate-dev pkg-config
           attr libcap2-bin fuse-overlayfs python3 debootstrap rsync umoci zstd hyperfine
           util-linux procps psmisc kmod)
 missing=()

@@ -9,9 +9,9 @@ private enum XattrTarget {
     case procPath([CChar])
     /// `/proc/self/fd/N`: the following calls, which jump through the magic link to the file.
     case magicLink([CChar])
-    /// Entry NAME (NUL-terminated) of directory fd N: `listxattrat(2)` / `getxattrat(2)` with
+    /// Entry NAME of directory fd N: `listxattrat(2)` / `getxattrat(2)` with
     /// `AT_SYMLINK_NOFOLLOW` where the kernel has them (6.13+), else `/proc/self/fd/N/NAME`.
-    case entry(CInt, [CChar])
+    case entry(CInt, FileName)
 
     /// Whether this is an `entry` target.
     var isEntry: Bool {
@@ -23,7 +23,8 @@ private enum XattrTarget {
     var procFallback: XattrTarget {
         guard case .entry(let dirfd, let name) = self else { return self }
         var path = Array("/proc/self/fd/\(dirfd)/".utf8).map { CChar(bitPattern: $0) }
-        path.append(contentsOf: name)
+        path.append(contentsOf: name.bytes.map { CChar(bitPattern: $0) })
+        path.append(0)
         return .procPath(path)
     }
 }
@@ -201,9 +202,7 @@ extension FileDescriptor {
     }
 
     private func entryTarget(_ entry: FileName) -> XattrTarget {
-        var name = entry.bytes.map { CChar(bitPattern: $0) }
-        name.append(0)
-        return .entry(rawValue, name)
+        .entry(rawValue, entry)
     }
 
     private func entryPath(_ entry: FileName) -> [CChar] {
@@ -220,28 +219,83 @@ extension FileDescriptor {
     }
 }
 
+/// One list call into `buffer` (`errno` set on failure).
+private func listCall(_ target: XattrTarget, _ buffer: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int {
+    switch target {
+    case .descriptor(let fd): return flistxattr(fd, buffer, size)
+    case .procPath(let path): return path.withUnsafeBufferPointer { llistxattr($0.baseAddress, buffer, size) }
+    case .magicLink(let path): return path.withUnsafeBufferPointer { listxattr($0.baseAddress, buffer, size) }
+    case .entry(let dirfd, let name):
+        let result = try? name.withCString { (cName) throws(Errno) -> Int in
+            cls_listxattrat(dirfd, cName, UInt32(AT_SYMLINK_NOFOLLOW), buffer, size)
+        }
+        guard let result else {
+            errno = EINVAL
+            return -1
+        }
+        return result
+    }
+}
+
+/// One get call into `buffer` (`errno` set on failure).
+private func getCall(
+    _ target: XattrTarget, _ cName: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<UInt8>?, _ size: Int
+) -> Int {
+    switch target {
+    case .descriptor(let fd): return fgetxattr(fd, cName, buffer, size)
+    case .procPath(let path): return path.withUnsafeBufferPointer { lgetxattr($0.baseAddress, cName, buffer, size) }
+    case .magicLink(let path): return path.withUnsafeBufferPointer { getxattr($0.baseAddress, cName, buffer, size) }
+    case .entry(let dirfd, let name):
+        let result = try? name.withCString { (cEntry) throws(Errno) -> Int in
+            cls_getxattrat(dirfd, cEntry, UInt32(AT_SYMLINK_NOFOLLOW), cName, buffer, size)
+        }
+        guard let result else {
+            errno = EINVAL
+            return -1
+        }
+        return result
+    }
+}
+
+/// Splits a NUL-separated name list.
+private func splitNames(_ list: UnsafeBufferPointer<CChar>) -> [[UInt8]] {
+    var names: [[UInt8]] = []
+    var start = 0
+    for index in 0..<list.count where list[index] == 0 {
+        if index > start { names.append(list[start..<index].map { UInt8(bitPattern: $0) }) }
+        start = index + 1
+    }
+    return names
+}
+
 private func listNames(_ target: XattrTarget) throws(Errno) -> [[UInt8]] {
     var target = target
-    var capacity = 1024
+    // First try with a buffer on the stack: most files have no xattrs, or a few short ones.
+    while true {
+        let first: Result<[[UInt8]]?, Errno> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 1024) { buffer in
+            do throws(Errno) {
+                let count = try valueOrErrno { listCall(target, buffer.baseAddress, buffer.count) }
+                return .success(count == 0 ? [] : splitNames(UnsafeBufferPointer(rebasing: buffer[0..<count])))
+            } catch .outOfRange {
+                return .success(nil)
+            } catch {
+                return .failure(error)
+            }
+        }
+        do throws(Errno) {
+            if let names = try first.get() { return names }
+            break
+        } catch .notImplemented where target.isEntry {
+            target = target.procFallback
+        }
+    }
+    var capacity = 4096
     while true {
         var buffer = [CChar](repeating: 0, count: capacity)
         let count: Int
         do {
             count = try buffer.withUnsafeMutableBufferPointer { (raw) throws(Errno) -> Int in
-                try valueOrErrno {
-                    switch target {
-                    case .descriptor(let fd): flistxattr(fd, raw.baseAddress, raw.count)
-                    case .procPath(let path):
-                        path.withUnsafeBufferPointer { llistxattr($0.baseAddress, raw.baseAddress, raw.count) }
-                    case .magicLink(let path):
-                        path.withUnsafeBufferPointer { listxattr($0.baseAddress, raw.baseAddress, raw.count) }
-                    case .entry(let dirfd, let name):
-                        name.withUnsafeBufferPointer {
-                            cls_listxattrat(
-                                dirfd, $0.baseAddress, UInt32(AT_SYMLINK_NOFOLLOW), raw.baseAddress, raw.count)
-                        }
-                    }
-                }
+                try valueOrErrno { listCall(target, raw.baseAddress, raw.count) }
             }
         } catch .outOfRange {
             guard capacity < 1 << 22 else { throw .outOfRange }
@@ -251,13 +305,7 @@ private func listNames(_ target: XattrTarget) throws(Errno) -> [[UInt8]] {
             target = target.procFallback
             continue
         }
-        var names: [[UInt8]] = []
-        var start = 0
-        for index in 0..<count where buffer[index] == 0 {
-            if index > start { names.append(buffer[start..<index].map { UInt8(bitPattern: $0) }) }
-            start = index + 1
-        }
-        return names
+        return buffer.withUnsafeBufferPointer { splitNames(UnsafeBufferPointer(rebasing: $0[0..<count])) }
     }
 }
 
@@ -271,19 +319,9 @@ private func getValue(_ target: XattrTarget, _ name: [UInt8]) throws(Errno) -> [
         let count: Int
         do {
             count = try buffer.withUnsafeMutableBufferPointer { (raw) throws(Errno) -> Int in
-                try valueOrErrno {
-                    switch target {
-                    case .descriptor(let fd): fgetxattr(fd, cName, raw.baseAddress, raw.count)
-                    case .procPath(let path):
-                        path.withUnsafeBufferPointer { lgetxattr($0.baseAddress, cName, raw.baseAddress, raw.count) }
-                    case .magicLink(let path):
-                        path.withUnsafeBufferPointer { getxattr($0.baseAddress, cName, raw.baseAddress, raw.count) }
-                    case .entry(let dirfd, let entry):
-                        entry.withUnsafeBufferPointer {
-                            cls_getxattrat(
-                                dirfd, $0.baseAddress, UInt32(AT_SYMLINK_NOFOLLOW), cName, raw.baseAddress, raw.count)
-                        }
-                    }
+                try cName.withUnsafeBufferPointer { (c) throws(Errno) -> Int in
+                    guard let cBase = c.baseAddress else { throw .invalidArgument }
+                    return try valueOrErrno { getCall(target, cBase, raw.baseAddress, raw.count) }
                 }
             }
         } catch .outOfRange {

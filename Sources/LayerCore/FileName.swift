@@ -55,9 +55,19 @@ public struct FileName: Hashable, Sendable, Comparable, CustomStringConvertible 
     ///
     /// - Throws: whatever `body` throws.
     public func withCString<R>(_ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
-        var storage = bytes.map { CChar(bitPattern: $0) }
-        storage.append(0)
-        return try withCStringStorage(storage, body)
+        // On the stack: names are at most 255 bytes, and this runs once per syscall.
+        let count = bytes.count
+        let result: Result<R, Errno> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: count + 1) { buffer in
+            guard let base = buffer.baseAddress else { return .failure(.invalidArgument) }
+            bytes.withUnsafeBytes { source in
+                if let from = source.baseAddress {
+                    UnsafeMutableRawPointer(base).copyMemory(from: from, byteCount: count)
+                }
+            }
+            base[count] = 0
+            do throws(Errno) { return .success(try body(base)) } catch { return .failure(error) }
+        }
+        return try result.get()
     }
 
     /// The name for display: UTF-8 where valid, with control bytes and invalid bytes as `\xHH`.

@@ -151,3 +151,37 @@ struct ArchiveTests {
         }
     }
 }
+
+@Suite("Parallel gzip", .tags(.small))
+struct ParallelGzipTests {
+    @Test("a multi-member gzip blob of several MiB reads back with libarchive, gzip and Python")
+    func multiMember() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.url("big.tar.gz")
+        let writer = try ArchiveWriter(
+            output: try FileDescriptor.open(path: path, flags: O_WRONLY | O_CREAT, mode: 0o644), compression: .gzip)
+        var content = [UInt8](repeating: 0, count: 3 * 1_048_576 + 12345)
+        for index in content.indices { content[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
+        try writer.writeHeader(ArchiveEntry(path: Array("big".utf8), kind: .regular, size: Int64(content.count)))
+        try content.withUnsafeBytes { try writer.writeData($0) }
+        let summary = try writer.finish()
+        #expect(shell("gzip -t \(shellQuote(path))").status == 0)
+        let reader = try ArchiveReader(input: try FileDescriptor.open(path: path, flags: O_RDONLY))
+        let entry = try #require(try reader.next())
+        #expect(entry.size == Int64(content.count))
+        var read: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = try buffer.withUnsafeMutableBytes { try reader.readData(into: $0) }
+            if count == 0 { break }
+            read.append(contentsOf: buffer[0..<count])
+        }
+        #expect(read == content)
+        let python = run(
+            "/usr/bin/python3",
+            ["-c", "import tarfile,sys; print(tarfile.open(sys.argv[1]).getmembers()[0].size)", path])
+        #expect(python.out == "\(content.count)\n")
+        let unzipped = shell("zcat \(shellQuote(path)) | sha256sum")
+        #expect(unzipped.out.hasPrefix(summary.diffID.hex))
+    }
+}

@@ -166,7 +166,7 @@ struct DirectoryLayerSource: LayerSource {
     ) throws(DiffError) {
         let entry: SideEntry
         if let name = visit.name {
-            entry = try reader.complete(name, visit.status, in: visit.parent, path: visit.path)
+            entry = try reader.complete(name, visit.status, in: visit.parent, parent: visit.path.parent)
         } else {
             entry = try reader.rootEntry(visit.parent)
         }

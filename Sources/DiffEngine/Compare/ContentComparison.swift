@@ -13,14 +13,15 @@ enum ContentComparison {
         case different
     }
 
-    /// Compares `a` and `b` (same size; both with their parent descriptors).
+    /// Compares `a` and `b` (same size; both with their parent descriptors). `display` names
+    /// a side's file for an error message (called only then).
     ///
     /// - Throws: ``DiffError`` naming the file that cannot be read or changed under the diff.
     static func compare(
-        _ a: SideEntry, _ b: SideEntry, aDisplay: String, bDisplay: String, context: WorkerContext
+        _ a: SideEntry, _ b: SideEntry, display: (Side) -> String, context: WorkerContext
     ) throws(DiffError) -> Outcome {
-        let aFile = try open(a, aDisplay)
-        let bFile = try open(b, bDisplay)
+        let aFile = try open(a, display(.a))
+        let bFile = try open(b, display(.b))
         let chunk = WorkerContext.bufferSize
         let aBuffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[0..<chunk])
         let bBuffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[chunk..<(2 * chunk)])
@@ -28,8 +29,8 @@ enum ContentComparison {
         var offset: Int64 = 0
         while offset < size {
             let want = Int(min(Int64(chunk), size - offset))
-            let aCount = try read(aFile, into: aBuffer, count: want, at: offset, aDisplay)
-            let bCount = try read(bFile, into: bBuffer, count: want, at: offset, bDisplay)
+            let aCount = try read(aFile, into: aBuffer, count: want, at: offset, display(.a))
+            let bCount = try read(bFile, into: bBuffer, count: want, at: offset, display(.b))
             if aCount != bCount { return .different }
             if aCount == 0 { break }
             let aHash = XXH3_128bits(aBuffer.baseAddress, aCount)
@@ -44,18 +45,19 @@ enum ContentComparison {
     /// one examined (the tree changed under the diff).
     ///
     /// - Throws: ``DiffError`` naming `display`.
-    static func open(_ entry: SideEntry, _ display: String) throws(DiffError) -> FileDescriptor {
+    static func open(_ entry: SideEntry, _ display: @autoclosure () -> String) throws(DiffError) -> FileDescriptor {
         guard let parent = entry.parent else {
-            throw DiffError(path: display, reason: "internal error: no directory to read from")
+            throw DiffError(path: display(), reason: "internal error: no directory to read from")
         }
-        return try open(entry.name, in: parent, expecting: entry.status.identity, display)
+        return try open(entry.name, in: parent, expecting: entry.status.identity, display())
     }
 
     /// Opens regular file `name` of `parent`, checking it is inode `identity`.
     ///
     /// - Throws: ``DiffError`` naming `display`.
     static func open(
-        _ name: FileName, in parent: FileDescriptor, expecting identity: FileIdentity, _ display: String
+        _ name: FileName, in parent: FileDescriptor, expecting identity: FileIdentity,
+        _ display: @autoclosure () -> String
     ) throws(DiffError) -> FileDescriptor {
         let file: FileDescriptor
         do throws(Errno) {
@@ -65,16 +67,16 @@ enum ContentComparison {
                 file = try parent.open(name, flags: O_RDONLY)
             }
         } catch {
-            throw DiffError(path: display, "cannot open", error)
+            throw DiffError(path: display(), "cannot open", error)
         }
         let status: FileStatus
         do {
             status = try file.status()
         } catch {
-            throw DiffError(path: display, "cannot examine", error)
+            throw DiffError(path: display(), "cannot examine", error)
         }
         guard status.identity == identity else {
-            throw DiffError(path: display, reason: "replaced while the diff ran")
+            throw DiffError(path: display(), reason: "replaced while the diff ran")
         }
         return file
     }
@@ -84,7 +86,7 @@ enum ContentComparison {
     /// - Throws: ``DiffError`` naming `display`.
     static func read(
         _ file: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: Int64,
-        _ display: String
+        _ display: @autoclosure () -> String
     ) throws(DiffError) -> Int {
         var done = 0
         while done < count {
@@ -93,7 +95,7 @@ enum ContentComparison {
             do {
                 n = try file.read(into: target, at: offset + Int64(done))
             } catch {
-                throw DiffError(path: display, "cannot read", error)
+                throw DiffError(path: display(), "cannot read", error)
             }
             if n == 0 { break }
             done += n

@@ -199,15 +199,16 @@ struct SubtreeDiffer {
             }
         }
         for pair in pairs {
-            let childPath = task.path.appending(pair.name)
             switch pair {
             case .deleted(let entry):
+                let childPath = task.path.appending(entry.name)
                 items.append(
                     .record(Record(path: childPath, kind: .deleted, type: entry.type, layer: nil, reportOnly: true)))
                 if !entry.isDirectory && entry.status.linkCount > 1 {
                     items.append(.lowerLink(entry.status.identity, entry.status.linkCount))
                 }
             case .added(let entry):
+                let childPath = task.path.appending(entry.name)
                 let record = Record(path: childPath, kind: .added, type: entry.type, layer: .entry(entry.detached))
                 if !entry.isDirectory && entry.status.linkCount > 1 { record.linkKeys = (nil, keys(entry)) }
                 items.append(.record(record))
@@ -219,9 +220,10 @@ struct SubtreeDiffer {
                 }
             case .both(let aEntry, let bEntry):
                 try compare(
-                    childPath, aEntry, bEntry, forced: childrenForced, task: task, bDirectory: bDirectory,
+                    aEntry, bEntry, forced: childrenForced, task: task, bDirectory: bDirectory,
                     aDirectory: aDirectory, into: &items)
             case .lower(let name):
+                let childPath = task.path.appending(name)
                 guard childrenForced, let aDirectory,
                     let aEntry = try diff.aReader.entry(name, in: aDirectory, path: childPath)
                 else { continue }
@@ -230,7 +232,7 @@ struct SubtreeDiffer {
                     path: task.path, a: nil, b: .open(aDirectory), bKind: .tree, bStatus: task.bStatus, forced: true,
                     bFromA: true)
                 try compare(
-                    childPath, aEntry, aEntry, forced: true, task: lowerTask, bDirectory: aDirectory,
+                    aEntry, aEntry, forced: true, task: lowerTask, bDirectory: aDirectory,
                     aDirectory: aDirectory, into: &items)
             }
         }
@@ -247,12 +249,15 @@ struct SubtreeDiffer {
         }
     }
 
-    /// Compares one name present on both sides and recurses into directories.
+    /// Compares one name of `task`'s directory present on both sides and recurses into
+    /// directories. The path is built only for what is kept (the common unchanged file costs no
+    /// allocation).
     private mutating func compare(
-        _ path: RelativePath, _ a: SideEntry, _ b: SideEntry, forced: Bool, task: DirectoryTask,
+        _ a: SideEntry, _ b: SideEntry, forced: Bool, task: DirectoryTask,
         bDirectory: FileDescriptor, aDirectory: FileDescriptor?, into items: inout [OutputItem]
     ) throws(DiffError) {
         var aspects = EntryComparison.aspects(a, b)
+        var path: RelativePath { task.path.appending(b.name) }
         if aspects == .type {
             let record = Record(path: path, kind: .changed, type: b.type, aspects: .type, layer: .entry(b.detached))
             if !a.isDirectory && a.status.linkCount > 1 {
@@ -290,8 +295,9 @@ struct SubtreeDiffer {
             let trusted = options.trustModificationTime && aspects.isEmpty
             if relevant.isEmpty && !trusted && a.status.identity != b.status.identity && b.status.size > 0 {
                 let bReader = task.bFromA ? diff.aReader : diff.bReader
+                let aReader = diff.aReader
                 let outcome = try ContentComparison.compare(
-                    a, b, aDisplay: diff.aReader.display(path), bDisplay: bReader.display(path), context: context)
+                    a, b, display: { $0 == .a ? aReader.display(path) : bReader.display(path) }, context: context)
                 diff.hashed.add(2 * b.status.size, ordering: .relaxed)
                 if case .different = outcome { aspects.insert(.content) }
             }

@@ -68,26 +68,28 @@ struct SideReader: Sendable {
         } catch {
             throw DiffError(path: display(path), "cannot examine", error)
         }
-        return try complete(name, status, in: directory, path: path)
+        return try complete(name, status, in: directory, parent: path.parent)
     }
 
-    /// Completes an entry whose status is known: reads its xattrs and symlink target.
+    /// Completes an entry whose status is known: reads its xattrs and symlink target. `parent`
+    /// is the directory's path (the entry's path is only built for an error message).
     ///
     /// - Throws: ``DiffError`` naming the path.
     func complete(
-        _ name: FileName, _ status: FileStatus, in directory: FileDescriptor, path: RelativePath
+        _ name: FileName, _ status: FileStatus, in directory: FileDescriptor, parent: RelativePath
     ) throws(DiffError) -> SideEntry {
         var attributes: [ExtendedAttribute]
         do {
             attributes = try directory.extendedAttributes(of: name)
         } catch .noEntry {
-            throw DiffError(path: display(path), reason: "vanished while the diff ran", errno: .noEntry)
+            throw DiffError(
+                path: display(parent.appending(name)), reason: "vanished while the diff ran", errno: .noEntry)
         } catch {
-            throw DiffError(path: display(path), "cannot read extended attributes", error)
+            throw DiffError(path: display(parent.appending(name)), "cannot read extended attributes", error)
         }
         var opaque = false
         if dropOverlayAttributes && !attributes.isEmpty {
-            opaque = try overlayFlags(attributes, path)
+            opaque = try overlayFlags(attributes, parent.appending(name))
             attributes.removeAll { Whiteout.isOverlayPrivateAttribute($0.name) }
         }
         var target: [UInt8] = []
@@ -95,7 +97,7 @@ struct SideReader: Sendable {
             do {
                 target = try directory.readLink(name)
             } catch {
-                throw DiffError(path: display(path), "cannot read symlink", error)
+                throw DiffError(path: display(parent.appending(name)), "cannot read symlink", error)
             }
         }
         return SideEntry(
@@ -153,7 +155,7 @@ struct SideReader: Sendable {
         var result: [SideEntry] = []
         result.reserveCapacity(listed.count)
         for item in listed {
-            result.append(try complete(item.name, item.status, in: directory, path: path.appending(item.name)))
+            result.append(try complete(item.name, item.status, in: directory, parent: path))
         }
         return result
     }
