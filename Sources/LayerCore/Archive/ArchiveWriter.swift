@@ -65,7 +65,7 @@ public final class ArchiveWriter {
                 case .zstd:
                     try check(inner, archive_write_add_filter_zstd(inner), "add zstd filter")
                     // Multi-threaded zstd gives the same bytes for any worker count >= 1.
-                    let threads = "\(max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))"
+                    let threads = "\(onlineProcessorCount())"
                     _ = archive_write_set_filter_option(inner, "zstd", "threads", threads)
                     if let level = compressionLevel {
                         try check(
@@ -202,6 +202,11 @@ public final class ArchiveWriter {
         let code = archive_errno(archive)
         return ArchiveError("\(what): \(message)", errno: code > 0 ? Errno(rawValue: code) : nil)
     }
+}
+
+/// The number of online processors, at least 1.
+func onlineProcessorCount() -> Int {
+    max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 }
 
 private func check(_ archive: OpaquePointer, _ status: Int32, _ what: String) throws(ArchiveError) {

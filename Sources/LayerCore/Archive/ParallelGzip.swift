@@ -1,6 +1,5 @@
 import CDeflate
 import Dispatch
-import Glibc
 
 /// gzip compression on all CPUs for layer blobs, with libdeflate: the uncompressed stream is cut
 /// into fixed 1 MiB blocks, each block becomes one gzip member (RFC 1952 allows a file to be a
@@ -27,8 +26,7 @@ final class ParallelGzip {
     init(level: Int, emit: @escaping (UnsafeRawBufferPointer) -> Bool) {
         self.level = Int32(max(1, min(12, level)))
         self.emit = emit
-        let processors = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        batchSize = 2 * processors
+        batchSize = 2 * onlineProcessorCount()
         current.reserveCapacity(ParallelGzip.blockSize)
     }
 
