@@ -10,7 +10,8 @@
 #             1 GiB file: find, ls -lR, tar, stat, random preads, sequential read; warm and cold
 #             (caches dropped); daemon RSS per cached inode
 #   diff      the real rootfs pair and a 100k-file tree with 1% changes: layerdiff (default,
-#             --trust-mtime, -o tar/tar.gz, --upper) vs diff -rq, rsync -c, rsync, umoci repack
+#             --trust-mtime, -o tar/tar.gz, --upper) vs diff -rq (--no-dereference), rsync -c,
+#             rsync, umoci repack
 #   inspect   layermount inspect of the stacks vs find -printf of their layers
 #   requests  FUSE request counts per workload from -d mounts (untimed; for profiling)
 #   all       overlay diff inspect requests (the default)
@@ -31,6 +32,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO"
 
 PARTS=() FILTERS=() QUICK= COLD=1 SAMPLES= COLD_SAMPLES= LIST=
+COMMAND_LINE="scripts/bench.sh $*"
 while [ $# -gt 0 ]; do
   case "$1" in
     overlay|diff|inspect|requests) PARTS+=("$1") ;;
@@ -80,15 +82,26 @@ cleanup() {
 trap cleanup EXIT
 
 # ------------------------------------------------------------------ set-up and build
-log "setup: apt packages (scripts/setup.sh)"
+log "setup: apt packages (scripts/setup.sh, plus GNU time for peak RSS)"
 scripts/setup.sh --no-build
+BENCH_PACKAGES=(time)
+for p in "${BENCH_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' && continue
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+done
+# build_release [ARGS]: swift build -c release, showing only diagnostics; fails when the build does.
+build_release() {
+  local status=0 logfile
+  logfile=$(mktemp "$WORK/build.XXXXXX")
+  swift build -c release "$@" > "$logfile" 2>&1 || status=$?
+  grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Build complete|^Compiling|^Write' "$logfile" >&2 || true
+  [ "$status" = 0 ] || die "swift build -c release $* failed"
+}
 log "build: layermount, layerdiff (release)"
-swift build -c release 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Compiling|^Write' || true
-test "${PIPESTATUS[0]}" = 0
+build_release
 BIN=$(swift build -c release --show-bin-path)
 log "build: Benchmarks/ (release)"
-swift build -c release --package-path Benchmarks 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Compiling|^Write' || true
-test "${PIPESTATUS[0]}" = 0
+build_release --package-path Benchmarks
 LAYERBENCH="$(swift build -c release --package-path Benchmarks --show-bin-path)/layerbench"
 
 ARGS=(--work "$WORK" --layermount "$BIN/layermount" --layerdiff "$BIN/layerdiff" --raw "$WORK/raw.tsv")
@@ -232,16 +245,19 @@ if [ -z "$LIST" ] && want diff; then
     && ARGS+=(--umoci "synth100k=$DATA/umoci-synth100k/img:$DATA/umoci-synth100k/bundle")
 fi
 
-if [ -n "$LIST" ]; then exec "$LAYERBENCH" --list "${ARGS[@]}" ${FILTERS[@]+"${FILTERS[@]}"}; fi
+if [ -n "$LIST" ]; then
+  "$LAYERBENCH" --list "${ARGS[@]}" ${FILTERS[@]+"${FILTERS[@]}"}
+  exit 0
+fi
 
 # ------------------------------------------------------------------ run
 RESULT="$DATA/results/bench-$(date +%Y%m%d-%H%M%S).txt"
 export LC_ALL=C
 {
   echo "layermount benchmarks  $(date -u '+%Y-%m-%d %H:%M UTC')  commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources Benchmarks || echo '+dirty')"
-  echo "command: scripts/bench.sh $*"
+  echo "command: $COMMAND_LINE"
   echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(df -T /var/tmp | awk 'NR == 2 { print $2 }') under /var/tmp"
-  echo "tools: $(fuse-overlayfs --version 2>&1 | head -1), $(umoci --version 2>/dev/null || echo 'umoci missing'), $(rsync --version | head -1 | awk '{ print $1, $3 }'), $(diff --version | head -1), $(tar --version | head -1)"
+  echo "tools: $(fuse-overlayfs --version 2>/dev/null | grep -m1 fuse-overlayfs), $(umoci --version 2>/dev/null || echo 'umoci missing'), $(rsync --version | head -1 | awk '{ print $1, $3 }'), $(diff --version | head -1), $(tar --version | head -1)"
   echo "load: $(uptime | sed 's/.*load average/load average/') (the machine is shared: compare ratios, which interleave samples, rather than absolute times)"
   "$LAYERBENCH" "${ARGS[@]}" ${FILTERS[@]+"${FILTERS[@]}"}
 } | tee "$RESULT"

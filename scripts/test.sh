@@ -5,6 +5,7 @@
 #   3. the conformance harness (../shared/conformance) against layermount, both whiteout formats
 #   4. the diff scenarios (../shared/diffcases/check-engine.sh) against layerdiff, applied both by
 #      the spec applier and by umoci
+#   5. Benchmarks/ builds (scripts/bench.sh runs it; nothing is timed in the tests)
 # Usage: scripts/test.sh [--quick]   (--quick: steps 1-2 only)
 # Env:   LAYERMOUNT_FULL_CORPUS=1 also runs the tests on the full Debian stack (slow; see README).
 #        LAYERDIFF_ROUNDTRIPS=N random diff round trips (default 300), LAYERDIFF_SEED=S first seed.
@@ -30,7 +31,7 @@ step "style: CFuse only in OverlayFS/FUSE"
 bad=$(grep -rl '^import CFuse' Sources | grep -v '^Sources/OverlayFS/FUSE/' || true)
 if [ -n "$bad" ]; then echo "these files import CFuse outside OverlayFS/FUSE:"; echo "$bad"; exit 1; fi
 step "style: swift format lint --strict"
-swift format lint --strict -r Sources Tests Package.swift
+swift format lint --strict -r Sources Tests Package.swift Benchmarks/Sources Benchmarks/Package.swift
 
 step "build"
 # (not `build | grep || true`: with pipefail a failed build would run `true` and pass)
@@ -66,4 +67,10 @@ step "diff: layerdiff on the 43 ../shared/diffcases scenarios (round trip, also 
 LAYERDIFF_CMD="$BIN/layerdiff {a} {b} -o {out}" TMPDIR="${TMPDIR:-/var/tmp}" \
   "$SHARED/diffcases/check-engine.sh" -q --umoci-apply | grep -v '^PASS'
 test "${PIPESTATUS[0]}" = 0
+step "Benchmarks/ builds (scripts/bench.sh runs it; nothing is timed here)"
+bench_status=0
+swift build --package-path Benchmarks >.build/bench-build.log 2>&1 || bench_status=$?
+grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Build complete|^Compiling|^Write' .build/bench-build.log || true
+test "$bench_status" = 0
+
 echo "all tests passed"

@@ -19,6 +19,7 @@ final class CommandBenchmark: Benchmark {
     /// Extra text for tables (input sizes), set by `describe` at set-up.
     private(set) var detail = ""
     private let describe: (() -> String)?
+    private let measureMemory: Bool
     private let arguments: [String]
     private let allowedStatus: Set<Int32>
     private let count: Count
@@ -34,12 +35,19 @@ final class CommandBenchmark: Benchmark {
     ///   - setUp: untimed work before the first run (throws to skip the benchmark with a reason).
     ///   - tearDown: untimed clean-up, given the number of runs made.
     ///   - describe: computes ``detail`` at set-up.
+    ///   - measureMemory: run the command under GNU time (`/usr/bin/time -f %M`) for its peak
+    ///     RSS. wait4's ru_maxrss cannot be used directly: posix_spawn's vfork child starts on
+    ///     this process's address space, and exec records that address space's high-water mark,
+    ///     so every child would report at least this process's RSS. GNU time is small, so its
+    ///     child's figure is the command's own. Costs one extra fork+exec (about a millisecond)
+    ///     per run, for anchors and layerdiff alike.
     init(
         name: String, tool: String, anchor: Bool = false, arguments: [String], allowedStatus: Set<Int32> = [0],
         count: Count = .lines, setUp: (() throws -> Void)? = nil, tearDown: ((Int) -> Void)? = nil,
-        describe: (() -> String)? = nil
+        describe: (() -> String)? = nil, measureMemory: Bool = true
     ) {
         self.describe = describe
+        self.measureMemory = measureMemory && access(Self.timeProgram, X_OK) == 0
         self.name = name
         self.tool = tool
         self.isAnchor = anchor
@@ -59,12 +67,22 @@ final class CommandBenchmark: Benchmark {
 
     func tearDown() { cleanUp?(sample) }
 
+    static let timeProgram = "/usr/bin/time"
+
     func run() throws -> Int {
         sample += 1
         let number = String(sample)
-        let result = try Subprocess.run(
-            arguments.map { $0.replacingAll("{n}", with: number) }, allowedStatus: allowedStatus)
-        cost = Cost(peakRSSKiB: result.peakRSSKiB, cpuSeconds: result.cpuSeconds)
+        var command = arguments.map { $0.replacingAll("{n}", with: number) }
+        let memoryFile = "/tmp/layerbench-\(getpid())-time.txt"
+        if measureMemory { command = [Self.timeProgram, "-o", memoryFile, "-f", "%M"] + command }
+        let result = try Subprocess.run(command, allowedStatus: allowedStatus)
+        cost = Cost(peakRSSKiB: nil, cpuSeconds: result.cpuSeconds)
+        if measureMemory {
+            // GNU time writes "Command exited with non-zero status N" first when it does.
+            let text = readTextFile(memoryFile) ?? ""
+            cost.peakRSSKiB = text.split(separator: "\n").last.flatMap { Int($0) }
+            unlink(memoryFile)
+        }
         switch count {
         case .lines: return result.outputLines
         case .bytes: return result.outputBytes

@@ -67,8 +67,8 @@ func printOverlayTable(_ title: String, rows: [OverlayRow], engines: [Engine], t
             } else if let anchor, engine != .kernel, counts[0] != anchor {
                 notes.append(
                     "\(row.workload.rawValue) \(row.cold ? "cold" : "warm"): \(engine.rawValue) returned "
-                        + "\(formatCount(counts[0])) (bytes of output / bytes read / checksum), the kernel "
-                        + "\(formatCount(anchor)): the engines do not show the same tree")
+                        + "\(formatCount(counts[0])), the kernel \(formatCount(anchor)) (bytes of output, bytes read "
+                        + "or lstat checksum): this engine shows something different from the kernel")
             }
         }
 
@@ -193,7 +193,7 @@ func printDiffTable(_ pair: DiffPair, results: [BenchmarkResult], details: [Stri
     emit("\ndiff · \(pair.name): A = \(pair.a), B = \(pair.b)\n")
     emit(table.text)
     emit(
-        "vs X = X's time / this tool's time (how many times faster; higher is better). CPU s = user+sys of the process tree (above the wall time = parallel); peak RSS from wait4(2). output = lines printed, or bytes of the layer file. umoci: only `umoci repack` is timed (its mtree walk with sha256 of every file, then tar+gzip of the changes); the image layout and bundle are prepared beforehand.\n"
+        "vs X = X's time / this tool's time (how many times faster; higher is better). CPU s = user+sys of the process tree (above the wall time = parallel); peak RSS = maximum resident set size from GNU time (%M). output = lines printed, or bytes of the layer file. umoci: only `umoci repack` is timed (its mtree walk with sha256 of every file, then tar+gzip of the changes); the image layout and bundle are prepared beforehand.\n"
     )
     for note in notes { emit("note: \(note)\n") }
 
