@@ -61,6 +61,11 @@ final class DiffWalk {
             path: .root, a: .open(aRoot), b: .open(bRoot), bKind: diff.isUpper ? .upper(opaque: false) : .tree,
             bStatus: bEntry.status, forced: false, bFromA: false)
         let job = SubtreeJob(task, diff)
+        let counters = diff
+        progress?.start {
+            (counters.examined.load(ordering: .relaxed), counters.hashed.load(ordering: .relaxed))
+        }
+        defer { progress?.finish() }
         pool.submit(job, urgent: true)
         try drain(job)
         links.walkFinished = true
@@ -91,7 +96,6 @@ final class DiffWalk {
     private func push(_ record: Record) throws(DiffError) {
         queue.append(record)
         try flush(final: false)
-        progress?.update(examined: diff.examined.load(ordering: .relaxed), hashed: diff.hashed.load(ordering: .relaxed))
     }
 
     /// Emits records from the head of the queue while they are settled.
