@@ -82,6 +82,7 @@ public struct LayerDiff: Sendable {
             options.layerFormat = nil
         case .archive(let path, let compression):
             options.layerFormat = .oci
+            try LayerDiff.refuseInside(path, trees: [(aRoot, a), (bRoot, b)])
             let created = try LayerOutput.archive(path)
             written = created
             do {
@@ -93,6 +94,7 @@ public struct LayerDiff: Sendable {
             }
         case .directory(let path, let format):
             options.layerFormat = format
+            try LayerDiff.refuseInside(path, trees: [(aRoot, a), (bRoot, b)])
             let created = try LayerOutput.directory(path)
             written = created
             sink = DirectoryLayerSink(
@@ -119,6 +121,37 @@ public struct LayerDiff: Sendable {
         try beforeFinish(result)
         try emitter.finishReporters()
         return result
+    }
+
+    /// Refuses an output at `path` whose directory lies inside one of `trees` (the layer would
+    /// be part of what is being compared).
+    ///
+    /// - Throws: ``DiffError`` naming the output.
+    static func refuseInside(_ path: String, trees: [(FileDescriptor, String)]) throws(DiffError) {
+        var roots: [FileIdentity: String] = [:]
+        for (descriptor, name) in trees {
+            if let status = try? descriptor.status() { roots[status.identity] = name }
+        }
+        var start = path
+        while start.count > 1 && start.hasSuffix("/") { start.removeLast() }
+        if let slash = start.lastIndex(of: "/") {
+            start = slash == start.startIndex ? "/" : String(start[..<slash])
+        } else {
+            start = "."
+        }
+        guard var current = try? FileDescriptor.open(path: start, flags: O_RDONLY | O_DIRECTORY) else { return }
+        let up = FileName(unchecked: [0x2E, 0x2E])
+        for _ in 0..<4096 {
+            guard let status = try? current.status() else { return }
+            if let tree = roots[status.identity] {
+                throw DiffError(
+                    path: path, reason: "the layer would be written inside \(tree), which is being compared")
+            }
+            guard let parent = try? current.open(up, flags: O_RDONLY | O_DIRECTORY),
+                let parentStatus = try? parent.status(), parentStatus.identity != status.identity
+            else { return }
+            current = parent
+        }
     }
 
     static func openRoot(_ path: String, _ what: String) throws(DiffError) -> FileDescriptor {

@@ -132,6 +132,19 @@ struct CLITests {
         #expect(skipped.err.contains("skipped") && skipped.err.contains("etc/.wh.foo"))
     }
 
+    @Test("a layer inside a tree being compared is refused")
+    func outputInsideTree() {
+        let temp = TemporaryDirectory()
+        Self.pair(temp)
+        let result = run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", temp.url("b/etc/layer.tar")])
+        #expect(result.status == 2)
+        #expect(result.err.contains("inside"), "\(result.err)")
+        #expect(access(temp.url("b/etc/layer.tar"), F_OK) != 0)
+        let directory = run(Self.layerdiff, [temp.url("a"), temp.url("b"), "--layer-dir", temp.url("a/new-layer")])
+        #expect(directory.status == 2)
+        #expect(access(temp.url("a/new-layer"), F_OK) != 0)
+    }
+
     @Test("trouble exits 2 with 'Error: path: reason'")
     func trouble() {
         let temp = TemporaryDirectory()
