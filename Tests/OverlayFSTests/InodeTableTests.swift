@@ -31,9 +31,14 @@ struct InodeTableTests {
             log: { log.append($0) })
     }
 
+    /// A name for `inode`: short, or past the 23 bytes kept inline for every fifth one.
+    static func name(_ inode: UInt64) -> FileName {
+        FileName(unchecked: Array((inode % 5 == 0 ? "a-long-name-kept-outside-the-slot-\(inode)" : "n\(inode)").utf8))
+    }
+
     static func record(parent: NodeID, inode: UInt64, type: FileType = .regular) -> NodeRecord {
         NodeRecord(
-            parent: parent, name: FileName(unchecked: Array("n\(inode)".utf8)), layer: LayerIndex(0), type: type,
+            parent: parent, name: name(inode), layer: LayerIndex(0), type: type,
             identity: FileIdentity(device: 1, inode: inode), layers: type == .directory ? [LayerIndex(0)] : [])
     }
 
@@ -133,6 +138,8 @@ struct InodeTableTests {
             #expect(table.count == model.count + 1, "seed \(seed) step \(step)")
             for (id, node) in model {
                 #expect(table.lookupCount(of: id) == node.lookups, "seed \(seed) step \(step) \(id)")
+                let record = try table.record(of: id)
+                #expect(record.name == Self.name(node.identity) && record.parent == node.parent, "seed \(seed)")
             }
             if !problems.isEmpty { return }
         }

@@ -71,6 +71,9 @@ enum FUSEOperations {
         let wanted =
             CFUSE_CAP_ASYNC_READ | CFUSE_CAP_SPLICE_WRITE | CFUSE_CAP_SPLICE_MOVE | CFUSE_CAP_READDIRPLUS
             | CFUSE_CAP_READDIRPLUS_AUTO | CFUSE_CAP_PARALLEL_DIROPS | CFUSE_CAP_CACHE_SYMLINKS
+            // The kernel enforces the layers' ACLs (as overlayfs does) and caches them, so
+            // `ls -l` asks for system.posix_acl_access once per file, not on every call.
+            | CFUSE_CAP_POSIX_ACL
         want |= capable & wanted
         // Layers are immutable: keep the page cache across opens and attribute refreshes.
         want &= ~(CFUSE_CAP_AUTO_INVAL_DATA | CFUSE_CAP_WRITEBACK_CACHE | CFUSE_CAP_EXPLICIT_INVAL_DATA)

@@ -64,12 +64,17 @@ public enum LayerMount {
             throw PathError(path: configuration.mountPoint, reason: "cannot install signal handlers")
         }
         defer { fuse_remove_signal_handlers(session) }
-        let loop = fuse_loop_cfg_create()
-        defer { fuse_loop_cfg_destroy(loop) }
-        fuse_loop_cfg_set_max_threads(loop, 8)
-        fuse_loop_cfg_set_idle_threads(loop, 4)
-        fuse_loop_cfg_set_clone_fd(loop, 0)
-        let status = cfuse_session_loop_mt(session, loop)
+        let status: CInt
+        if configuration.threads <= 1 {
+            status = fuse_session_loop(session)
+        } else {
+            let loop = fuse_loop_cfg_create()
+            defer { fuse_loop_cfg_destroy(loop) }
+            fuse_loop_cfg_set_max_threads(loop, UInt32(configuration.threads))
+            fuse_loop_cfg_set_idle_threads(loop, UInt32(max(1, configuration.threads / 2)))
+            fuse_loop_cfg_set_clone_fd(loop, 0)
+            status = cfuse_session_loop_mt(session, loop)
+        }
         fuse_session_unmount(session)
         mounted = false
         // The loop returns the number of the signal that ended it: a clean end too.

@@ -51,18 +51,54 @@ public struct NodeRecord: Sendable, Equatable {
 /// Locking: one `Mutex` over all state, held only for bookkeeping (no I/O, no replies). It is a
 /// leaf lock: no other lock is taken while it is held.
 public final class InodeTable: Sendable {
+    /// One node, 80 bytes: no heap allocation but a directory's layer list (and the rare name
+    /// longer than 23 bytes, in a side table).
     private struct Slot {
-        var record: NodeRecord
+        /// The node's ID; 0 for a free slot.
+        var id: UInt64
+        var parent: NodeID
+        var identity: FileIdentity
         /// The kernel's lookup count.
         var lookups: UInt64
         /// How many nodes name this one as their parent.
         var children: UInt32
+        var layer: UInt16
+        var type: FileType
+        var name: PackedName
+        var layers: [LayerIndex]
     }
 
     private struct State {
-        var slots: [NodeID: Slot] = [:]
-        var byIdentity: [FileIdentity: NodeID] = [:]
+        /// Live and free slots; free ones are listed in `free` and reused.
+        var slots: [Slot] = []
+        var free: [Int] = []
+        /// NodeID to slot index.
+        var index: [UInt64: UInt32] = [:]
+        /// (device, inode) to slot index.
+        var identities = IdentityIndex()
+        /// Names longer than ``PackedName/inlineCapacity``, by slot index.
+        var longNames: [Int: FileName] = [:]
+        var root: NodeRecord
+        var rootChildren: UInt32 = 0
         var next: UInt64 = 2
+
+        func slotIndex(_ id: NodeID) -> Int? { index[id.rawValue].map(Int.init) }
+
+        func record(at slot: Int) -> NodeRecord {
+            let entry = slots[slot]
+            let name = entry.name.isLong ? longNames[slot] : entry.name.name
+            return NodeRecord(
+                parent: entry.parent, name: name, layer: LayerIndex(Int(entry.layer)), type: entry.type,
+                identity: entry.identity, layers: entry.layers)
+        }
+
+        mutating func addChild(to parent: NodeID) {
+            if parent == .root {
+                rootChildren += 1
+            } else if let slot = slotIndex(parent) {
+                slots[slot].children += 1
+            }
+        }
     }
 
     private let state: Mutex<State>
@@ -74,12 +110,10 @@ public final class InodeTable: Sendable {
     ///   - root: the root's record.
     ///   - log: receives messages about kernel bookkeeping bugs (forget underflow, unknown node).
     public init(root: NodeRecord, log: @escaping @Sendable (String) -> Void = { _ in }) {
-        var initial = State()
         var rootRecord = root
         rootRecord.parent = .root
         rootRecord.name = nil
-        initial.slots[.root] = Slot(record: rootRecord, lookups: 1, children: 0)
-        state = Mutex(initial)
+        state = Mutex(State(root: rootRecord))
         self.log = log
     }
 
@@ -91,22 +125,46 @@ public final class InodeTable: Sendable {
     ///
     /// Lock: the table lock. Lookup count: +1.
     ///
-    /// - Parameter record: the entry found; `record.parent` must be a live node.
+    /// - Parameter record: the entry found; `record.parent` must be a live node and
+    ///   `record.name` set.
     /// - Returns: the node's ID.
-    /// - Throws: `ESTALE` when the parent is not (or no longer) in the table.
+    /// - Throws: `ESTALE` when the parent is not (or no longer) in the table; `EINVAL` without a
+    ///   name or with a layer index past 65535.
     public func lookup(_ record: NodeRecord) throws(Errno) -> NodeID {
-        try state.withLock { (state) throws(Errno) -> NodeID in
-            if let existing = state.byIdentity[record.identity], state.slots[existing] != nil {
-                state.slots[existing]?.lookups += 1
-                return existing
+        guard let name = record.name, let layer = UInt16(exactly: record.layer.rawValue) else {
+            throw .invalidArgument
+        }
+        return try state.withLock { (state) throws(Errno) -> NodeID in
+            let slots = state.slots
+            if let existing = state.identities.find(record.identity, identityOf: { slots[$0].identity }) {
+                state.slots[existing].lookups += 1
+                return NodeID(state.slots[existing].id)
             }
-            guard state.slots[record.parent] != nil else { throw .stale }
-            let id = NodeID(state.next)
+            guard record.parent == .root || state.slotIndex(record.parent) != nil else { throw .stale }
+            let id = state.next
             state.next += 1
-            state.slots[id] = Slot(record: record, lookups: 1, children: 0)
-            state.slots[record.parent]?.children += 1
-            state.byIdentity[record.identity] = id
-            return id
+            let packed = PackedName(name) ?? .longName
+            let entry = Slot(
+                id: id, parent: record.parent, identity: record.identity, lookups: 1, children: 0, layer: layer,
+                type: record.type, name: packed, layers: record.layers)
+            let slot: Int
+            if let reused = state.free.popLast() {
+                slot = reused
+                state.slots[slot] = entry
+            } else {
+                slot = state.slots.count
+                if state.slots.count == state.slots.capacity {
+                    // Grow by a quarter, not double: the table is most of the daemon's memory.
+                    state.slots.reserveCapacity(max(64, state.slots.count + state.slots.count / 4))
+                }
+                state.slots.append(entry)
+            }
+            if packed.isLong { state.longNames[slot] = name }
+            state.index[id] = UInt32(slot)
+            let current = state.slots
+            state.identities.insert(slot, identity: record.identity, identityOf: { current[$0].identity })
+            state.addChild(to: record.parent)
+            return NodeID(id)
         }
     }
 
@@ -122,18 +180,18 @@ public final class InodeTable: Sendable {
     public func forget(_ node: NodeID, count: UInt64) -> [(NodeID, NodeRecord)] {
         var message: String?
         let dropped = state.withLock { (state) -> [(NodeID, NodeRecord)] in
-            guard var slot = state.slots[node] else {
+            if node == .root { return [] }
+            guard let slot = state.slotIndex(node) else {
                 message = "forget of unknown \(node) (count \(count))"
                 return []
             }
-            if node == .root { return [] }
-            if count > slot.lookups {
-                message = "forget underflow on \(node): count \(count) > lookups \(slot.lookups); clamped"
-                slot.lookups = 0
+            let lookups = state.slots[slot].lookups
+            if count > lookups {
+                message = "forget underflow on \(node): count \(count) > lookups \(lookups); clamped"
+                state.slots[slot].lookups = 0
             } else {
-                slot.lookups -= count
+                state.slots[slot].lookups = lookups - count
             }
-            state.slots[node] = slot
             return Self.dropIfUnused(node, in: &state)
         }
         if let message { log(message) }
@@ -143,14 +201,24 @@ public final class InodeTable: Sendable {
     private static func dropIfUnused(_ start: NodeID, in state: inout State) -> [(NodeID, NodeRecord)] {
         var dropped: [(NodeID, NodeRecord)] = []
         var current = start
-        while current != .root, let slot = state.slots[current], slot.lookups == 0, slot.children == 0 {
-            state.slots[current] = nil
-            if state.byIdentity[slot.record.identity] == current { state.byIdentity[slot.record.identity] = nil }
-            dropped.append((current, slot.record))
-            let parent = slot.record.parent
-            guard var parentSlot = state.slots[parent] else { break }
-            parentSlot.children -= 1
-            state.slots[parent] = parentSlot
+        while current != .root, let slot = state.slotIndex(current), state.slots[slot].lookups == 0,
+            state.slots[slot].children == 0
+        {
+            let record = state.record(at: slot)
+            state.identities.remove(slot, identity: record.identity)
+            state.index[current.rawValue] = nil
+            state.longNames[slot] = nil
+            state.slots[slot].id = 0
+            state.slots[slot].layers = []
+            state.free.append(slot)
+            dropped.append((current, record))
+            let parent = record.parent
+            if parent == .root {
+                state.rootChildren -= 1
+                break
+            }
+            guard let parentSlot = state.slotIndex(parent) else { break }
+            state.slots[parentSlot].children -= 1
             current = parent
         }
         return dropped
@@ -162,22 +230,28 @@ public final class InodeTable: Sendable {
     ///
     /// - Throws: `ESTALE` for a node that is not in the table.
     public func record(of node: NodeID) throws(Errno) -> NodeRecord {
-        guard let record = state.withLock({ $0.slots[node]?.record }) else { throw .stale }
+        let record = state.withLock { state -> NodeRecord? in
+            if node == .root { return state.root }
+            return state.slotIndex(node).map { state.record(at: $0) }
+        }
+        guard let record else { throw .stale }
         return record
     }
 
     /// The kernel's lookup count of a node, or nil when it is not in the table (for tests and
-    /// diagnostics).
+    /// diagnostics). The root's is 1.
     ///
     /// Lock: the table lock.
     public func lookupCount(of node: NodeID) -> UInt64? {
-        state.withLock { $0.slots[node]?.lookups }
+        state.withLock { state in
+            node == .root ? 1 : state.slotIndex(node).map { state.slots[$0].lookups }
+        }
     }
 
     /// The number of live nodes, the root included.
     ///
     /// Lock: the table lock.
-    public var count: Int { state.withLock { $0.slots.count } }
+    public var count: Int { state.withLock { $0.index.count + 1 } }
 
     /// Drops every node but the root (session end: the kernel does not forget at unmount).
     ///
@@ -187,47 +261,59 @@ public final class InodeTable: Sendable {
     @discardableResult
     public func releaseAll() -> [NodeID] {
         state.withLock { state -> [NodeID] in
-            let ids = state.slots.keys.filter { $0 != .root }
-            for id in ids { state.slots[id] = nil }
-            state.slots[.root]?.children = 0
-            state.byIdentity = [:]
+            let ids = state.index.keys.map(NodeID.init)
+            let next = state.next
+            state = State(root: state.root)
+            state.next = next  // IDs are never reused, not even after a release
             return ids
         }
     }
 
     #if DEBUG
         /// Checks the table's invariants and returns the violations found (empty when sound):
-        /// the root is present and pinned; every other node has a live parent and a lookup count
-        /// or children; child counts match; the identity map is a bijection onto the non-root
-        /// nodes; every ID is below the counter.
+        /// every live node has a live parent and a lookup count or children; child counts
+        /// match; the ID and identity maps point at the right slots and cover every live node;
+        /// free slots are free; every ID is below the counter.
         ///
         /// Lock: the table lock.
         public func checkInvariants() -> [String] {
             state.withLock { state -> [String] in
                 var problems: [String] = []
-                guard let root = state.slots[.root] else { return ["root missing"] }
-                if root.record.parent != .root { problems.append("root's parent is \(root.record.parent)") }
+                if state.root.parent != .root { problems.append("root's parent is \(state.root.parent)") }
                 var children: [NodeID: UInt32] = [:]
-                for (id, slot) in state.slots where id != .root {
-                    if id.rawValue < 2 || id.rawValue >= state.next {
-                        problems.append("\(id) outside 2..<\(state.next)")
+                var live = 0
+                let slots = state.slots
+                for (slot, entry) in state.slots.enumerated() where entry.id != 0 {
+                    live += 1
+                    let id = NodeID(entry.id)
+                    if entry.id < 2 || entry.id >= state.next { problems.append("\(id) outside 2..<\(state.next)") }
+                    if state.index[entry.id] != UInt32(slot) { problems.append("\(id) not indexed at its slot") }
+                    if entry.parent != .root && state.slotIndex(entry.parent) == nil {
+                        problems.append("\(id) has a dead parent")
                     }
-                    if state.slots[slot.record.parent] == nil { problems.append("\(id) has a dead parent") }
-                    if slot.lookups == 0 && slot.children == 0 { problems.append("\(id) is unused but kept") }
-                    if slot.record.name == nil { problems.append("\(id) has no name") }
-                    if state.byIdentity[slot.record.identity] != id { problems.append("\(id) not in identity map") }
-                    children[slot.record.parent, default: 0] += 1
+                    if entry.lookups == 0 && entry.children == 0 { problems.append("\(id) is unused but kept") }
+                    if state.record(at: slot).name == nil { problems.append("\(id) has no name") }
+                    if state.identities.find(entry.identity, identityOf: { slots[$0].identity }) != slot {
+                        problems.append("\(id) not in the identity map")
+                    }
+                    children[entry.parent, default: 0] += 1
                 }
-                for (id, slot) in state.slots where slot.children != children[id, default: 0] {
-                    problems.append("\(id) counts \(slot.children) children, has \(children[id, default: 0])")
+                for (slot, entry) in state.slots.enumerated() where entry.id != 0 {
+                    let counted = children[NodeID(entry.id), default: 0]
+                    if entry.children != counted {
+                        problems.append(
+                            "node \(entry.id) counts \(entry.children) children, has \(counted) (slot \(slot))")
+                    }
                 }
-                for (identity, id) in state.byIdentity where state.slots[id]?.record.identity != identity {
-                    problems.append("identity map entry for \(id) is stale")
+                if state.rootChildren != children[.root, default: 0] {
+                    problems.append("root counts \(state.rootChildren) children, has \(children[.root, default: 0])")
                 }
-                if state.byIdentity.count != state.slots.count - 1 {
-                    problems.append(
-                        "identity map has \(state.byIdentity.count) entries for \(state.slots.count - 1) nodes")
+                if live != state.index.count { problems.append("\(state.index.count) IDs for \(live) live slots") }
+                if live != state.identities.count {
+                    problems.append("\(state.identities.count) identities for \(live) live slots")
                 }
+                if live + state.free.count != state.slots.count { problems.append("free list does not match") }
+                for slot in state.free where state.slots[slot].id != 0 { problems.append("slot \(slot) free but live") }
                 return problems
             }
         }

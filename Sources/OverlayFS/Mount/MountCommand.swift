@@ -48,6 +48,9 @@ public enum MountCommand {
                 help: "Stay in the foreground and serve until unmounted (default: return once the mount is usable "
                     + "and serve in the background)."),
             .init("debug", short: "d", help: "Log every request to stderr (implies --foreground)."),
+            .init(
+                "threads", value: "<n>",
+                help: "The most threads serving requests (default: 1 with up to 2 CPUs, else one per CPU up to 8)."),
             .init("unmount", value: "<mountpoint>", help: "Unmount a layermount mount point and exit."),
             .init("version", help: "Show the version."),
         ],
@@ -131,6 +134,12 @@ public enum MountCommand {
         configuration.debug = parsed.flag("debug")
         configuration.foreground = parsed.flag("foreground") || configuration.debug
         configuration.kernelOptions = kernelOptions
+        if let text = parsed.value("threads") {
+            guard let threads = Int(text), threads >= 1, threads <= 256 else {
+                throw CommandLineParser.UsageError("The value '\(text)' is invalid for '--threads <n>' (use 1 to 256)")
+            }
+            configuration.threads = threads
+        }
         return .mount(configuration)
     }
 }
