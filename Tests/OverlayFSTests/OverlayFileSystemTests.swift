@@ -71,6 +71,8 @@ struct OverlayFileSystemTests {
         let a = try fixture.lookup("a")
         #expect(try fixture.read(a.node) == "shadow")
         #expect(try fixture.read(a.node, size: 3, at: 2) == "ado")
+        #expect(try fs.read(a.node, size: 4096, offset: 0).size == 6, "reads stop at the end of the file")
+        #expect(try fs.read(a.node, size: 4096, offset: 100).size == 0)
         let d = try fixture.lookup("d")
         #expect(d.attributes.linkCount == 1, "a merged directory reports nlink 1, as the kernel does")
         #expect(Set(try fixture.list(d.node)) == [".", "..", "low", "top", "sub"])

@@ -17,7 +17,14 @@ final class DescriptorCache: Sendable {
         var layer: LayerIndex
     }
 
-    private let cache: Mutex<LRUCache<Key, FileDescriptor>>
+    /// A descriptor and, for a regular file, its size when it was opened (layers are
+    /// immutable: reads are clamped to it, so a short file never makes a short splice).
+    struct Cached: Sendable {
+        var descriptor: FileDescriptor
+        var size: Int64
+    }
+
+    private let cache: Mutex<LRUCache<Key, Cached>>
 
     /// A cache holding at most `capacity` descriptors.
     init(capacity: Int) { cache = Mutex(LRUCache(capacity: capacity)) }
@@ -30,19 +37,27 @@ final class DescriptorCache: Sendable {
 
     /// The descriptor for `key`, marked most recently used.
     func descriptor(for key: Key) -> FileDescriptor? {
+        cache.withLock { $0.get(key)?.descriptor }
+    }
+
+    /// The descriptor for `key` with the size recorded for it, marked most recently used.
+    func entry(for key: Key) -> Cached? {
         cache.withLock { $0.get(key) }
     }
 
-    /// Keeps `descriptor` for `key`, unless another thread stored one first.
+    /// Keeps `descriptor` (of a file of `size` bytes) for `key`, unless another thread stored
+    /// one first.
     ///
-    /// - Returns: the descriptor now held for `key` (use it rather than the argument, so that
-    ///   racing opens share one).
-    func insert(_ descriptor: FileDescriptor, for key: Key) -> FileDescriptor {
-        var released: [FileDescriptor] = []
-        let kept = cache.withLock { cache -> FileDescriptor in
+    /// - Returns: what is now held for `key` (use it rather than the argument, so that racing
+    ///   opens share one descriptor).
+    @discardableResult
+    func insert(_ descriptor: FileDescriptor, size: Int64 = 0, for key: Key) -> Cached {
+        var released: [Cached] = []
+        let kept = cache.withLock { cache -> Cached in
             if let existing = cache.get(key) { return existing }
-            released = cache.insert(descriptor, for: key)
-            return descriptor
+            let fresh = Cached(descriptor: descriptor, size: size)
+            released = cache.insert(fresh, for: key)
+            return fresh
         }
         released.removeAll()  // closes evicted descriptors outside the lock
         return kept
@@ -50,7 +65,7 @@ final class DescriptorCache: Sendable {
 
     /// Forgets the descriptors of `node` in `layers`.
     func remove(node: NodeID, layers: [LayerIndex]) {
-        var released: [FileDescriptor] = []
+        var released: [Cached] = []
         cache.withLock { cache in
             for layer in layers {
                 if let old = cache.remove(Key(node: node, layer: layer)) { released.append(old) }

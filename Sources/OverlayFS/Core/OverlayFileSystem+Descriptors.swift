@@ -61,7 +61,7 @@ extension OverlayFileSystem {
                     throw .stale
                 }
             }
-            base = descriptors.insert(opened, for: DescriptorCache.Key(node: id, layer: layer))
+            base = descriptors.insert(opened, for: DescriptorCache.Key(node: id, layer: layer)).descriptor
         }
         return base
     }
@@ -79,11 +79,12 @@ extension OverlayFileSystem {
     ///
     /// - Throws: `EISDIR`, `EINVAL` for other non-regular nodes, `ESTALE` when the layer file
     ///   is gone or replaced, other `openat(2)` errnos.
-    func readDescriptor(_ node: NodeID) throws(Errno) -> FileDescriptor {
+    /// - Returns: the descriptor and the file's size when it was opened.
+    func readDescriptor(_ node: NodeID) throws(Errno) -> DescriptorCache.Cached {
         let record = try inodes.record(of: node)
         guard record.type == .regular else { throw record.type == .directory ? .isDirectory : .invalidArgument }
         let key = DescriptorCache.Key(node: node, layer: record.layer)
-        if let cached = descriptors.descriptor(for: key) { return cached }
+        if let cached = descriptors.entry(for: key) { return cached }
         let (parent, name) = try entryLocation(record)
         let opened: FileDescriptor
         do {
@@ -101,6 +102,6 @@ extension OverlayFileSystem {
             log("\(describe(record)): replaced underneath the mount")
             throw .stale
         }
-        return descriptors.insert(opened, for: key)
+        return descriptors.insert(opened, size: status.size, for: key)
     }
 }

@@ -93,7 +93,7 @@ public final class OverlayFileSystem: Sendable {
             identity: found.status.identity, layers: found.directories.map(\.layer))
         let node = try inodes.lookup(record)
         for directory in found.directories {
-            _ = descriptors.insert(directory.descriptor, for: DescriptorCache.Key(node: node, layer: directory.layer))
+            descriptors.insert(directory.descriptor, for: DescriptorCache.Key(node: node, layer: directory.layer))
         }
         return Entry(node: node, attributes: reported(found.status, merged: found.isMergedDirectory))
     }
@@ -163,14 +163,16 @@ public final class OverlayFileSystem: Sendable {
     // MARK: - Data
 
     /// Where to read `size` bytes at `offset` of a regular file from: its layer file's cached
-    /// read descriptor (opened on demand).
+    /// read descriptor (opened on demand), with the size clamped to the end of the file (so
+    /// the reply is never a short read that libfuse must patch up).
     ///
     /// - Throws: `EISDIR` for a directory, `EINVAL` for other non-regular nodes, `EINVAL` for
     ///   a negative offset, `ESTALE`, other errnos.
     public func read(_ node: NodeID, size: Int, offset: Int64) throws(Errno) -> ReadSource {
         guard offset >= 0, size >= 0 else { throw .invalidArgument }
-        let descriptor = try readDescriptor(node)
-        return ReadSource(descriptor: descriptor, offset: offset, size: size)
+        let open = try readDescriptor(node)
+        let available = max(0, open.size - offset)
+        return ReadSource(descriptor: open.descriptor, offset: offset, size: Int(min(Int64(size), available)))
     }
 
     /// Finds data or a hole (`SEEK_DATA`, `SEEK_HOLE`; also `SEEK_SET`/`CUR`/`END`) in a regular
@@ -179,7 +181,7 @@ public final class OverlayFileSystem: Sendable {
     /// - Returns: the offset found.
     /// - Throws: `ENXIO` past the end or the last data, `EINVAL`, `ESTALE`, other errnos.
     public func lseek(_ node: NodeID, offset: Int64, whence: CInt) throws(Errno) -> Int64 {
-        let descriptor = try readDescriptor(node)
+        let descriptor = try readDescriptor(node).descriptor
         switch whence {
         case CLS_SEEK_DATA, CLS_SEEK_HOLE, SEEK_SET, SEEK_END:
             return try descriptor.seek(to: offset, whence: whence)

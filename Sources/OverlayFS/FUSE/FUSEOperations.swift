@@ -214,13 +214,26 @@ enum FUSEOperations {
         _ = fuse_reply_open(request, info)
     }
 
+    /// Reads up to this size are copied with one `pread` and one reply; larger ones are spliced
+    /// from the layer file (fewer syscalls for small files, no copy for large ones).
+    static let copiedReadLimit = 32 * 1024
+
     private static func read(_ request: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t) {
         guard let bridge = FUSEBridge.of(request) else { return reply(request, .ioError) }
         do {
             let source = try bridge.fileSystem.read(NodeID(ino), size: size, offset: Int64(offset))
-            // libfuse replies (data or the read's errno) exactly once.
-            withExtendedLifetime(source.descriptor) {
-                _ = cfuse_reply_fd_data(request, source.descriptor.rawValue, source.size, off_t(source.offset))
+            if source.size == 0 {
+                _ = fuse_reply_buf(request, nil, 0)
+            } else if source.size <= copiedReadLimit {
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: source.size, alignment: 16)
+                defer { buffer.deallocate() }
+                let count = try source.descriptor.read(into: buffer, at: source.offset)
+                _ = fuse_reply_buf(request, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), count)
+            } else {
+                // libfuse replies (data or the read's errno) exactly once.
+                withExtendedLifetime(source.descriptor) {
+                    _ = cfuse_reply_fd_data(request, source.descriptor.rawValue, source.size, off_t(source.offset))
+                }
             }
         } catch {
             reply(request, error)
