@@ -93,3 +93,35 @@ struct ResolverTests {
         #expect(try Self.names(resolver, "") == ["b", "null"])
     }
 }
+
+@Suite("Resolver lookups of listed entries")
+struct ResolverListedLookupTests {
+    /// A lookup that skips the layers above the one a listing named gives what a full lookup
+    /// gives, for every entry of every directory, on random stacks.
+    @Test(arguments: [WhiteoutFormat.oci, .overlay], [UInt64(7), 11, 23, 99])
+    func listedLookupEqualsFullLookup(format: WhiteoutFormat, seed: UInt64) throws {
+        let temp = TemporaryDirectory()
+        var random = SeededGenerator(seed: seed)
+        var layers: [[LayerStep]] = []
+        for _ in 0..<4 { layers.append(RandomStack.layer(&random, format: format)) }
+        let resolver = try ResolverTests.stack(layers, format: format, in: temp)
+        var pending = [try resolver.rootDirectories()]
+        var checked = 0
+        while let directories = pending.popLast() {
+            for entry in try resolver.list(directories) {
+                let full = try resolver.lookup(entry.name, in: directories)
+                let listed = try resolver.lookup(entry.name, in: directories, listedIn: entry.layer)
+                guard case .found(let a) = full, case .found(let b) = listed else {
+                    Issue.record("seed \(seed): \(entry.name) listed but not found")
+                    continue
+                }
+                #expect(a.layer == b.layer && a.layer == entry.layer, "seed \(seed): \(entry.name)")
+                #expect(a.status.identity == b.status.identity)
+                #expect(a.directories.map(\.layer) == b.directories.map(\.layer), "seed \(seed): \(entry.name)")
+                if !a.directories.isEmpty { pending.append(a.directories) }
+                checked += 1
+            }
+        }
+        #expect(checked > 0)
+    }
+}

@@ -76,11 +76,30 @@ public final class OverlayFileSystem: Sendable {
     ///   `ENOTDIR` when `parent` is not a directory; `ESTALE` for an unknown parent or one
     ///   changed underneath; other errnos from the layers.
     public func lookup(parent: NodeID, name: FileName) throws(Errno) -> Entry {
+        try lookup(parent: parent, name: name, listedIn: nil)
+    }
+
+    /// Looks up an entry of `parent`'s merged listing (readdirplus), which names the layer that
+    /// provides it: the layers above it are not consulted again. Adds 1 to the lookup count.
+    ///
+    /// - Returns: the entry for the kernel.
+    /// - Throws: as ``lookup(parent:name:)``.
+    public func lookup(parent: NodeID, listed entry: DirectoryListing.Entry) throws(Errno) -> Entry {
+        try lookup(parent: parent, name: entry.name, listedIn: entry.layer)
+    }
+
+    private func lookup(parent: NodeID, name: FileName, listedIn layer: LayerIndex?) throws(Errno) -> Entry {
         let record = try inodes.record(of: parent)
         guard record.type == .directory else { throw .notDirectory }
         if name.isDotOrDotDot { throw .invalidArgument }
         let directories = try layerDirectories(of: parent, record)
-        switch try resolver.lookup(name, in: directories) {
+        let result =
+            if let layer {
+                try resolver.lookup(name, in: directories, listedIn: layer)
+            } else {
+                try resolver.lookup(name, in: directories)
+            }
+        switch result {
         case .absent, .whitedOut: throw .noEntry
         case .found(let found): return try register(found, in: parent)
         }

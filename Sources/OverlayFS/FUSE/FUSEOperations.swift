@@ -279,7 +279,7 @@ enum FUSEOperations {
                 var parameters = fuse_entry_param()
                 var node: NodeID?
                 if !listing.isDotOrDotDot(index),
-                    let entry = try? fileSystem.lookup(parent: directory, name: listing[index].name)
+                    let entry = try? fileSystem.lookup(parent: directory, listed: listing[index])
                 {
                     parameters = entryParameters(entry, fileSystem.options)
                     node = entry.node

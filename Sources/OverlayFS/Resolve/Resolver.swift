@@ -139,6 +139,17 @@ public struct Resolver: Sendable {
         return .found(ResolvedEntry(name: name, layer: layer, status: status, directories: collected))
     }
 
+    /// Looks `name` up when a merged listing of the same directories said that `layer`
+    /// provides it: no layer above `layer` holds the name or a whiteout of it, and no directory
+    /// above is opaque, so only `layer` and the layers below it are consulted.
+    ///
+    /// - Throws: as ``lookup(_:in:)``.
+    public func lookup(
+        _ name: FileName, in directories: [LayerDirectory], listedIn layer: LayerIndex
+    ) throws(Errno) -> LookupResult {
+        try lookup(name, in: Array(directories.drop { $0.layer > layer }))
+    }
+
     /// Whether the layer directory open as `directory` is opaque in `format` (an overlay opaque
     /// xattr = `y`, or an OCI `.wh..wh..opq` entry). Layer roots are never opaque; do not call
     /// this on them.
