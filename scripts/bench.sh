@@ -193,6 +193,40 @@ diff_trees() {
   done
 }
 
+# scale_tree N: $DATA/scale-N/{a,b}: N small files in directories of at most 100 entries, 3
+# deep (the same width and depth for every N), and b = a with 1% of the files rewritten, for
+# layerdiff's memory against the number of files.
+scale_tree() {
+  local n=$1 out="$DATA/scale-$1"
+  done_mark "$out" && return 0
+  log "corpus: $out ($n files, width 100, depth 3; a and a 1% changed copy)"
+  rm -rf "$out"; mkdir -p "$out"
+  python3 - "$out" "$n" <<'PY'
+import os, random, shutil, sys
+out, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(n)
+a = os.path.join(out, "a")
+for i in range(n):
+    d = os.path.join(a, f"d{i // 10000:02d}", f"d{(i // 100) % 100:02d}")
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    p = os.path.join(d, f"f{i % 100:02d}")
+    with open(p, "wb") as f:
+        f.write(rng.randbytes(rng.randrange(64, 1024)))
+    os.utime(p, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9 + i))
+b = os.path.join(out, "b")
+shutil.copytree(a, b, symlinks=True, copy_function=shutil.copy2)
+for i in rng.sample(range(n), n // 100):
+    p = os.path.join(b, f"d{i // 10000:02d}", f"d{(i // 100) % 100:02d}", f"f{i % 100:02d}")
+    with open(p, "wb") as f:
+        f.write(rng.randbytes(rng.randrange(64, 1024)))
+for root in (a, b):  # directory mtimes equal on both sides
+    for dirpath, dirnames, _ in os.walk(root, topdown=False):
+        os.utime(dirpath, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+PY
+  mark_done "$out"
+}
+
 # umoci_prepare NAME A B: an OCI layout with A packed as tag "a", and a bundle unpacked from it
 # whose rootfs is then made equal to B (rsync, mtimes truncated to whole seconds as umoci
 # stores them), as ../shared/diffcases/oracle.sh does. The benchmark times `umoci repack`.
@@ -228,7 +262,7 @@ if [ -z "$LIST" ]; then
   if want overlay || want requests || want inspect; then synth_stack "$SYNTH_OVERLAY" overlay; fi
   if want inspect; then synth_stack "$SYNTH_OCI" oci; fi
   if want overlay; then big_stack; fi
-  if want diff; then diff_trees; fi
+  if want diff; then diff_trees; scale_tree 10000; scale_tree 100000; fi
 fi
 C=$CORPUS_DIR
 ARGS+=(--stack "real=$C/layer1:$C/layer2:$C/layer3"
@@ -239,6 +273,7 @@ ARGS+=(--stack "real=$C/layer1:$C/layer2:$C/layer3"
        --pair "real=$C/rootfs1:$C/rootfs2" --upper "real=layer2:$C/layer2"
        --pair "synth100k=$DIFF_A:$DIFF_B")
 for label in 0.1pct 1pct 10pct; do ARGS+=(--upper "synth100k=$label:$DATA/diff/upper-$label"); done
+for n in 10000 100000; do ARGS+=(--scale-pair "$n=$DATA/scale-$n/a:$DATA/scale-$n/b"); done
 if [ -z "$LIST" ] && want diff; then
   umoci_prepare real "$C/rootfs1" "$C/rootfs2" && ARGS+=(--umoci "real=$DATA/umoci-real/img:$DATA/umoci-real/bundle")
   umoci_prepare synth100k "$DIFF_A" "$DIFF_B" \

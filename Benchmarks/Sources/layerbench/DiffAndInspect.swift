@@ -143,3 +143,26 @@ func inspectGroup(_ stack: LayerStackSpec, layermount: String) -> BenchmarkGroup
                 arguments: [layermount, "inspect", "--json"] + stack.layers, count: .bytes, setUp: available),
         ])
 }
+
+/// A group for layerdiff's memory against the number of files: trees of the same directory width
+/// and depth with more files (`--scale-pair`).
+func scaleGroup(name: String, a: String, b: String, layerdiff: String, work: String) -> BenchmarkGroup {
+    let prefix = "diff/scale-\(name)/"
+    let output = "\(work)/scale-\(name)"
+    return BenchmarkGroup(
+        title: "diff scale \(name)",
+        members: [
+            CommandBenchmark(
+                name: prefix + "layerdiff", tool: DiffTool.layerdiff, arguments: [layerdiff, a, b],
+                allowedStatus: [0, 1],
+                describe: { treeSize([a]).map { "A: \(formatCount($0.entries)) entries" } ?? "" }),
+            CommandBenchmark(
+                name: prefix + "layerdiff-tar", tool: DiffTool.tar,
+                arguments: [layerdiff, "-o", "\(output)/layer-{n}.tar", a, b], allowedStatus: [0, 1],
+                count: .fileSize("\(output)/layer-{n}.tar"), setUp: { mkdir(output, 0o755) },
+                tearDown: { runs in
+                    for run in 0...runs { unlink("\(output)/layer-\(run).tar") }
+                    rmdir(output)
+                }),
+        ])
+}

@@ -96,6 +96,18 @@ func loadAverage() -> String {
     return "load average \(parts) on \(ProcessInfo.processInfo.activeProcessorCount) CPUs"
 }
 
+/// A warning line when the 1-minute load average exceeds the CPU count (other work competes
+/// for the CPUs, so absolute times are inflated; ratios of interleaved samples hold better).
+func loadWarning() -> String {
+    let first = (readTextFile("/proc/loadavg") ?? "").split(separator: " ").first.flatMap { Double($0) } ?? 0
+    let cpus = Double(ProcessInfo.processInfo.activeProcessorCount)
+    guard first > cpus else { return "" }
+    return String(
+        format: "warning: load average %.1f on %.0f CPUs: other work competes for the CPUs; absolute times are "
+            + "inflated and noisy (the interleaved ratios hold better); rerun when the machine is quiet\n",
+        first, cpus)
+}
+
 /// Writes `text` to stdout (unbuffered).
 func emit(_ text: String) { writeAll(STDOUT_FILENO, text) }
 

@@ -43,6 +43,10 @@ let command = CommandLineParser.Command(
             "umoci", value: "<name>=<layout>:<bundle>",
             help: "An umoci layout and a bundle of pair <name> (unpacked A, rootfs made equal to B).",
             repeatable: true),
+        .init(
+            "scale-pair", value: "<name>=<a>:<b>",
+            help: "Trees of one directory width and depth with different file counts, for layerdiff's peak RSS "
+                + "against the number of files (repeatable, smallest first).", repeatable: true),
         .init("layermount", value: "<path>", help: "The layermount binary.", default: "layermount"),
         .init("layerdiff", value: "<path>", help: "The layerdiff binary.", default: "layerdiff"),
         .init("work", value: "<dir>", help: "Scratch directory for mount points and outputs (must exist)."),
@@ -89,6 +93,7 @@ struct Settings {
     var bigStack: LayerStackSpec?
     var engines: [Engine] = Engine.allCases
     var pairs: [DiffPair] = []
+    var scalePairs: [(name: String, a: String, b: String)] = []
     var layermount = "layermount"
     var layerdiff = "layerdiff"
     var work = ""
@@ -153,6 +158,14 @@ func parseSettings(_ arguments: [String]) throws(CommandLineParser.UsageError) -
         }
         settings.pairs[index].umoci = (parts[0], parts[1])
     }
+    for text in parsed.all("scale-pair") {
+        let (name, trees) = try namedValue(text, option: "scale-pair")
+        let parts = colonList(trees)
+        guard parts.count == 2 else {
+            throw CommandLineParser.UsageError("--scale-pair \(text): expected <name>=<a>:<b>")
+        }
+        settings.scalePairs.append((name, parts[0], parts[1]))
+    }
     settings.layermount = parsed.value("layermount") ?? settings.layermount
     settings.layerdiff = parsed.value("layerdiff") ?? settings.layerdiff
     settings.list = parsed.flag("list")
@@ -201,6 +214,7 @@ func overlayGroups(_ fixture: StackFixture, workloads: [OverlayWorkload], settin
 
 func runOverlay(_ settings: Settings, targets: TargetLog) {
     emit("\n=== overlay (\(loadAverage()) at start)\n")
+    emit(loadWarning())
     if !(settings.cold && canDropCaches()) {
         emit(
             "cold runs skipped: \(settings.cold ? "cannot write /proc/sys/vm/drop_caches (not root?)" : "--no-cold")\n")
@@ -254,6 +268,7 @@ func runOverlay(_ settings: Settings, targets: TargetLog) {
 
 func runRequests(_ settings: Settings) {
     emit("\n=== FUSE requests (\(loadAverage()))\n")
+    emit(loadWarning())
     var probes: [RequestProbe] = []
     let workloads: [OverlayWorkload] = [.find, .findStat, .lsLR, .readAll, .stat, .smallReads]
     for stack in settings.stacks {
@@ -271,6 +286,7 @@ func runRequests(_ settings: Settings) {
 
 func runDiff(_ settings: Settings, targets: TargetLog) {
     emit("\n=== diff (\(loadAverage()) at start; warm page cache: every tool runs once untimed first)\n")
+    emit(loadWarning())
     for pair in settings.pairs {
         if interruptRequested.load(ordering: .relaxed) { break }
         guard
@@ -287,11 +303,27 @@ func runDiff(_ settings: Settings, targets: TargetLog) {
         }
         printDiffTable(pair, results: results, details: details, targets: targets)
     }
+    var scale: [(String, [BenchmarkResult], [String: String])] = []
+    for pair in settings.scalePairs {
+        if interruptRequested.load(ordering: .relaxed) { break }
+        let group = scaleGroup(
+            name: pair.name, a: pair.a, b: pair.b, layerdiff: settings.layerdiff, work: settings.work)
+        guard let selected = filtered(group, settings.filters) else { continue }
+        let results = settings.runner.run(selected)
+        endProgress()
+        var details: [String: String] = [:]
+        for member in selected.members {
+            if let member = member as? CommandBenchmark, !member.detail.isEmpty { details[member.tool] = member.detail }
+        }
+        scale.append((pair.name, results, details))
+    }
+    printScaleTable(scale, targets: targets)
     emit("(\(loadAverage()) at the end of the diff part)\n")
 }
 
 func runInspect(_ settings: Settings, targets: TargetLog) {
     emit("\n=== inspect (\(loadAverage()) at start)\n")
+    emit(loadWarning())
     var groups: [(LayerStackSpec, [BenchmarkResult])] = []
     for stack in settings.stacks + settings.inspectStacks {
         if interruptRequested.load(ordering: .relaxed) { break }
@@ -320,6 +352,11 @@ func listBenchmarks(_ settings: Settings) {
         if let group = filtered(diffGroup(pair, layerdiff: settings.layerdiff, work: settings.work), settings.filters) {
             names += group.members.map(\.name)
         }
+    }
+    for pair in settings.scalePairs {
+        let group = scaleGroup(
+            name: pair.name, a: pair.a, b: pair.b, layerdiff: settings.layerdiff, work: settings.work)
+        if let group = filtered(group, settings.filters) { names += group.members.map(\.name) }
     }
     for stack in settings.stacks + settings.inspectStacks {
         if let group = filtered(inspectGroup(stack, layermount: settings.layermount), settings.filters) {
