@@ -43,6 +43,8 @@ public struct LayerDiff: Sendable {
     public var output = Output.none
     /// Mtimes later than this (seconds since the epoch) are clamped in the written layer.
     public var mtimeClamp: Int64?
+    /// The compression level of a gzip (1-12, default 6) or zstd (1-19, default 3) tarball.
+    public var compressionLevel: Int?
 
     /// A diff of tree `a` against tree `b`, reporting only.
     public init(a: String, b: String) {
@@ -86,7 +88,8 @@ public struct LayerDiff: Sendable {
             let created = try LayerOutput.archive(path)
             written = created
             do {
-                let writer = try ArchiveWriter(output: created.descriptor, compression: compression)
+                let writer = try ArchiveWriter(
+                    output: created.descriptor, compression: compression, compressionLevel: compressionLevel)
                 sink = TarLayerSink(writer: writer, clamp: mtimeClamp, content: content, display: display)
             } catch {
                 created.discard()

@@ -100,6 +100,14 @@ struct CLITests {
             environment: ["SOURCE_DATE_EPOCH": "1600000050"])
         let third = run(
             Self.layerdiff, [temp.url("a"), temp.url("b"), "--mtime-clamp=1600000050", "-o", temp.url("l3.tar.gz")])
+        let fast = run(
+            Self.layerdiff,
+            [
+                temp.url("a"), temp.url("b"), "--mtime-clamp=1600000050", "--compression-level", "1", "-o",
+                temp.url("l4.tar.gz"),
+            ])
+        #expect(fast.status == 1)
+        #expect(fast.out.split(separator: "\n").first == third.out.split(separator: "\n").first, "same diff_id")
         #expect(first.status == 1 && second.status == 1 && third.status == 1)
         let lines = first.out.split(separator: "\n")
         #expect(lines.count == 4)
@@ -163,6 +171,8 @@ struct CLITests {
             (["a", "b", "-o"], "Error: Missing value for '-o <file>'"),
             (["a", "b", "-o", "x.zip"], "Error: The value 'x.zip' is invalid for '--output <file>'"),
             (["apply", "layer.tar"], "Error: Missing expected argument '<root>'"),
+            (["a", "b", "-o", "l.tar.gz", "--compression-level", "13"], "Error: The value '13' is invalid"),
+            (["a", "b", "--compression-level", "3"], "Error: '--compression-level' needs '-o'"),
         ])
     func usage(arguments: [String], message: String) {
         let result = run(Self.layerdiff, arguments)

@@ -62,6 +62,11 @@ public enum LayerDiffCommand {
                     "Leave out (and list on stderr) entries the layer cannot hold, such as names starting with .wh., instead of failing."
             ),
             .init(
+                "compression-level", value: "<n>",
+                help:
+                    "gzip level 1-12 (default 6; 1 is about 3x faster, blobs about 9% larger) or zstd level 1-19 (default 3)."
+            ),
+            .init(
                 "jobs", short: "j", value: "<n>", help: "Threads for hashing and listing.", default: "number of CPUs"),
             .init("version", help: "Show the version."),
         ],
@@ -204,6 +209,7 @@ struct DiffRequest {
     var json = false
     var quiet = false
     var clamp: Int64?
+    var compressionLevel: Int?
 
     init(_ parsed: CommandLineParser.Parsed) throws(CommandLineParser.UsageError) {
         let positionals = parsed.positionals + (parsed.afterSeparator ?? [])
@@ -248,6 +254,16 @@ struct DiffRequest {
             archive = (output, compression)
             options.layerFormat = .oci
         }
+        if let level = parsed.value("compression-level") {
+            let limit = archive?.compression == .zstd ? 19 : 12
+            guard let value = Int(level), value >= 1, value <= limit else {
+                throw .init("The value '\(level)' is invalid for '--compression-level <n>': give 1 to \(limit)")
+            }
+            guard archive != nil && archive?.compression != ArchiveCompression.none else {
+                throw .init("'--compression-level' needs '-o' with a .tar.gz or .tar.zst name")
+            }
+            compressionLevel = value
+        }
         if let directory = parsed.value("layer-dir") {
             guard archive == nil else { throw .init("'--output' and '--layer-dir' cannot be used together") }
             layerDirectory = directory
@@ -278,6 +294,7 @@ struct DiffRequest {
         if upper { diff.upperFormat = upperFormat }
         diff.options = options
         diff.mtimeClamp = clamp
+        diff.compressionLevel = compressionLevel
         if let archive {
             diff.output = .archive(archive.path, archive.compression)
         } else if let layerDirectory {
