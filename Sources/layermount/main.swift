@@ -6,11 +6,13 @@ import Glibc
 import LayerCore
 import OverlayFS
 
+/// Writes `text` to stdout (one write(2), no buffering to flush before exit).
 func printOut(_ text: String) {
     var bytes = Array(text.utf8)
     _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
 }
 
+/// Writes `text` to stderr.
 func printError(_ text: String) {
     var bytes = Array(text.utf8)
     _ = bytes.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }

@@ -101,6 +101,20 @@ struct CommandLineTests {
         }
     }
 
+    @Test func unreadableLayerIsNamedAsGiven() throws {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply([.dir("secret"), .dir("open"), .dir("mnt"), .chmod("secret", 0o700)], in: temp.path)
+        chmod(temp.path, 0o755)
+        let result = run(
+            "/usr/bin/setpriv",
+            [
+                "--reuid=4242", "--regid=4242", "--clear-groups", builtExecutable("layermount"), temp.url("secret"),
+                temp.url("open"), temp.url("mnt"),
+            ])
+        #expect(result.status == 1, "\(result.err)")
+        #expect(result.err == "Error: \(temp.url("secret")): layer is not readable (permission denied)\n")
+    }
+
     @Test func mountOptionParsing() throws {
         let (layers, kernel) = try MountOptions.parse([
             "lowerdir=/top:/mid\\:colon:/bottom,ro,allow_other,nodev,context=\"system_u:object_r:t:s0:c1,c2\"",
@@ -141,6 +155,23 @@ struct MountLifecycleTests {
         #expect(waitUntil { layermountProcesses(naming: stack.mountPoint).isEmpty }, "the daemon must exit")
         let notMounted = layermount(["--unmount", stack.mountPoint])
         #expect(notMounted.status == 1)
+    }
+
+    @Test func unmountCleansUpAfterAKilledDaemon() throws {
+        let stack = try MountedStack([[.file("a", "1")], [.file("b", "2")]])
+        defer { stack.unmount() }
+        var daemons: [pid_t] = []
+        #expect(
+            waitUntil {
+                daemons = layermountProcesses(naming: stack.mountPoint); return daemons.count == 1
+            })
+        for pid in daemons { kill(pid, SIGKILL) }
+        #expect(waitUntil { layermountProcesses(naming: stack.mountPoint).isEmpty })
+        // The mount is left without a daemon ("Transport endpoint is not connected").
+        #expect(MountedStack.isMounted(stack.mountPoint))
+        let result = layermount(["--unmount", stack.mountPoint])
+        #expect(result.status == 0, "\(result.err)")
+        #expect(!MountedStack.isMounted(stack.mountPoint))
     }
 
     @Test(arguments: [SIGTERM, SIGINT, SIGHUP])

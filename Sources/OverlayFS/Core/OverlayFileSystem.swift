@@ -256,7 +256,9 @@ public final class OverlayFileSystem: Sendable {
         return DirectoryListing(entries)
     }
 
+    /// `.`
     static let dot = FileName(unchecked: [0x2E])
+    /// `..`
     static let dotDot = FileName(unchecked: [0x2E, 0x2E])
 
     // MARK: - Session

@@ -15,6 +15,7 @@ final class FUSEBridge: Sendable {
     /// Whether `-d` was given: log errors of requests to stderr.
     let debug: Bool
 
+    /// A bridge to `fileSystem`; `debug` as `-d` says.
     init(fileSystem: OverlayFileSystem, debug: Bool) {
         self.fileSystem = fileSystem
         self.debug = debug

@@ -7,6 +7,13 @@ import LayerCore
 /// converts the raw arguments (ino to ``NodeID``, C name to ``FileName``), calls the core once
 /// and replies exactly once. Unimplemented slots stay nil (the kernel gets `ENOSYS`); write
 /// operations never arrive, because the mount is read-only (the kernel answers `EROFS`).
+///
+/// Locks: the adapter takes none itself and never holds one across a reply (the core's leaf
+/// locks are released before it returns). Lookup counts: `lookup` +1 on a positive entry
+/// (undone when `fuse_reply_entry` fails; a negative entry counts nothing); `readdirplus` +1
+/// for each entry but `.` and `..` that reaches the kernel (undone for one that does not fit,
+/// and for all when the reply fails); `forget`/`forget_multi` -count; every other operation
+/// leaves counts unchanged.
 enum FUSEOperations {
     /// The table handed to `fuse_session_new`.
     static func table() -> fuse_lowlevel_ops {

@@ -18,7 +18,15 @@ public enum LayerMount {
         let openFiles = FileDescriptor.raiseOpenFileLimit()
         var layerPaths: [String] = []
         for layer in configuration.layers { layerPaths.append(try MountPoint.canonical(layer, what: "layer")) }
-        let stack = try LayerStack(paths: layerPaths, format: configuration.whiteoutFormat)
+        let stack: LayerStack
+        do {
+            stack = try LayerStack(paths: layerPaths, format: configuration.whiteoutFormat)
+        } catch {
+            // Name the layer as the user gave it.
+            var named = error
+            if let index = layerPaths.firstIndex(of: error.path) { named.path = configuration.layers[index] }
+            throw named
+        }
         let mountPoint = try MountPoint.validate(configuration.mountPoint, layers: layerPaths)
 
         var options = OverlayOptions()

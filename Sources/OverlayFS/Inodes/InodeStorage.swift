@@ -44,6 +44,7 @@ struct PackedName: Equatable {
         }
     }
 
+    /// Whether two packed names hold the same bytes.
     static func == (lhs: PackedName, rhs: PackedName) -> Bool {
         lhs.words.0 == rhs.words.0 && lhs.words.1 == rhs.words.1 && lhs.words.2 == rhs.words.2
     }
@@ -61,6 +62,7 @@ struct IdentityIndex {
     /// The number of identities held.
     private(set) var count = 0
 
+    /// A well-mixed hash of an identity (splitmix64 finaliser).
     static func hash(_ identity: FileIdentity) -> Int {
         var z = identity.device &* 0x9E37_79B9_7F4A_7C15 ^ identity.inode
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -14,6 +14,7 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// The root of the mount (`FUSE_ROOT_ID`).
     public static let root = NodeID(1)
 
+    /// Orders IDs numerically (older nodes first).
     public static func < (lhs: NodeID, rhs: NodeID) -> Bool { lhs.rawValue < rhs.rawValue }
 
     /// `node N`.
