@@ -5,6 +5,8 @@ import Synchronization
 import TestSupport
 import Testing
 
+@testable import OverlayFS
+
 /// Mount behaviour the shared conformance harness does not cover.
 @Suite("Mount semantics beyond the conformance cases", .tags(.mount), .serialized)
 struct MountSemanticsTests {
@@ -161,5 +163,60 @@ struct MountSemanticsTests {
         let distinct = Set(outputs.withLock { $0 })
         #expect(distinct.count == 1, "\(distinct)")
         #expect(distinct.first?.split(separator: "\n").count == 2)
+    }
+}
+
+/// Layers on different file systems: inode numbers stay distinct and `d_ino` equals `st_ino`.
+@Suite("Layers on several file systems", .tags(.mount), .serialized)
+struct MultipleDeviceTests {
+    @Test func numberingKeepsDevicesApart() {
+        let numbering = InodeNumbering(devices: [7, 9])
+        #expect(numbering.number(for: FileIdentity(device: 7, inode: 12)) == 12, "the top layer's device: real numbers")
+        let other = numbering.number(for: FileIdentity(device: 9, inode: 12))
+        #expect(other == (1 << 56) | 12)
+        let unseen = numbering.number(for: FileIdentity(device: 3, inode: 12))
+        #expect(unseen == (2 << 56) | 12)
+        let huge = numbering.number(for: FileIdentity(device: 7, inode: 1 << 60))
+        #expect(huge >> 56 == 255, "numbers that do not fit are folded into index 255")
+        #expect(numbering.number(for: FileIdentity(device: 9, inode: 12)) == other, "stable")
+    }
+
+    @Test func tmpfsAndDiskLayersMount() throws {
+        guard let shm = try? FileManager.default.attributesOfFileSystem(forPath: "/dev/shm"), !shm.isEmpty else {
+            return
+        }
+        var template = Array("/dev/shm/layermount-test.XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { buffer -> Bool in
+            guard let base = buffer.baseAddress else { return false }
+            return mkdtemp(base) != nil
+        }
+        guard made else { return }
+        let upper = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { _ = shell("rm -rf \(shellQuote(upper))") }
+        LayerBuilder.apply([.file("only-top", "t"), .file("d/top", "t"), .file("same", "top")], in: upper)
+        let lower = TemporaryDirectory()
+        LayerBuilder.apply([.file("only-low", "l"), .file("d/low", "l"), .file("same", "low")], in: lower.path)
+        let stack = try MountedStack(existing: [lower.path, upper])
+        defer { stack.unmount() }
+        #expect(contents(stack.path("same")) == "top")
+        for directory in ["", "d"] {
+            guard let stream = opendir(stack.path(directory)) else {
+                Issue.record("opendir \(directory)")
+                continue
+            }
+            var inodes: [UInt64] = []
+            while let entry = readdir(stream) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                    String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name == "." || name == ".." { continue }
+                guard case .success(let status) = lstatus(stack.path(directory.isEmpty ? name : directory + "/" + name))
+                else { continue }
+                #expect(UInt64(entry.pointee.d_ino) == status.inode, "\(directory)/\(name): d_ino == st_ino")
+                inodes.append(status.inode)
+            }
+            closedir(stream)
+            #expect(Set(inodes).count == inodes.count, "distinct files, distinct numbers: \(inodes)")
+        }
     }
 }
