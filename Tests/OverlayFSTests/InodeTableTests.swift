@@ -87,6 +87,26 @@ struct InodeTableTests {
         #expect(table.checkInvariants().isEmpty)
     }
 
+    @Test func providerChangesKeepTheNode() throws {
+        let table = Self.table()
+        let node = try table.lookup(Self.record(parent: .root, inode: 40))
+        let other = try table.lookup(Self.record(parent: .root, inode: 41))
+        let upper = FileIdentity(device: 2, inode: 900)
+        try table.setProvider(of: node, layer: LayerIndex(3), identity: upper, layers: [])
+        #expect(try table.record(of: node).layer == LayerIndex(3))
+        #expect(try table.record(of: node).identity == upper)
+        #expect(table.lookupCount(of: node) == 1)
+        // the new identity finds the node, the old one no longer does
+        var copied = Self.record(parent: .root, inode: 0)
+        copied.identity = upper
+        #expect(try table.lookup(copied) == node)
+        #expect(try table.lookup(Self.record(parent: .root, inode: 40)) != node)
+        #expect(throws: Errno.exists) {
+            try table.setProvider(of: other, layer: LayerIndex(3), identity: upper, layers: [])
+        }
+        #expect(table.checkInvariants().isEmpty)
+    }
+
     /// Random lookups (with repeated identities: hard links), forgets (sometimes too many) and
     /// releases against a model of the kernel's counts; invariants checked after every step.
     @Test(arguments: testSeeds())

@@ -37,6 +37,10 @@ public struct OverlayOptions: Sendable {
     public var descriptorCacheCapacity: Int = 4096
     /// The most bytes of merged listings kept for readdir continuations.
     public var listingCacheBytes: Int = 16 << 20
+    /// Let the kernel open files and directories itself where it can (no-open, no-opendir:
+    /// opens never reach the daemon and the page cache survives them). Right for immutable
+    /// layers; a writable mount that tracks open handles turns it off.
+    public var kernelHandlesOpens = true
 
     /// The defaults.
     public init() {}

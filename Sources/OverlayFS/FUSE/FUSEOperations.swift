@@ -88,8 +88,10 @@ enum FUSEOperations {
         connection.pointee.time_gran = 1
         connection.pointee.max_background = 64
         connection.pointee.congestion_threshold = 48
-        bridge.kernelOpensFiles.store(capable & CFUSE_CAP_NO_OPEN_SUPPORT != 0, ordering: .relaxed)
-        bridge.kernelOpensDirectories.store(capable & CFUSE_CAP_NO_OPENDIR_SUPPORT != 0, ordering: .relaxed)
+        let noOpen = bridge.fileSystem.options.kernelHandlesOpens
+        bridge.kernelOpensFiles.store(noOpen && capable & CFUSE_CAP_NO_OPEN_SUPPORT != 0, ordering: .relaxed)
+        bridge.kernelOpensDirectories.store(
+            noOpen && capable & CFUSE_CAP_NO_OPENDIR_SUPPORT != 0, ordering: .relaxed)
     }
 
     // MARK: - Names

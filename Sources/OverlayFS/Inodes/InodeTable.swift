@@ -168,6 +168,32 @@ public final class InodeTable: Sendable {
         }
     }
 
+    /// Makes another layer entry provide a live node, keeping its ID, parent, name and lookup
+    /// count: what a copy-up to a writable upper layer does. The identity map follows.
+    ///
+    /// Lock: the table lock. Lookup count: unchanged.
+    ///
+    /// - Throws: `ESTALE` for a node that is not in the table (or the root); `EEXIST` when
+    ///   another node already has `identity`; `EINVAL` for a layer index past 65535.
+    public func setProvider(
+        of node: NodeID, layer: LayerIndex, identity: FileIdentity, layers: [LayerIndex]
+    ) throws(Errno) {
+        guard let layerIndex = UInt16(exactly: layer.rawValue) else { throw .invalidArgument }
+        try state.withLock { (state) throws(Errno) in
+            guard node != .root, let slot = state.slotIndex(node) else { throw .stale }
+            let before = state.slots
+            if let holder = state.identities.find(identity, identityOf: { before[$0].identity }), holder != slot {
+                throw .exists
+            }
+            state.identities.remove(slot, identity: state.slots[slot].identity)
+            state.slots[slot].identity = identity
+            state.slots[slot].layer = layerIndex
+            state.slots[slot].layers = layers
+            let after = state.slots
+            state.identities.insert(slot, identity: identity, identityOf: { after[$0].identity })
+        }
+    }
+
     /// Subtracts `count` from the node's lookup count (`forget` and each item of
     /// `forget_multi`). At 0, with no child nodes, the node is dropped, and so are ancestors
     /// left with neither. An underflow (a bug somewhere) is logged and clamped to 0. The root
