@@ -4,15 +4,23 @@ import LayerCore
 /// What a created file gets: type, ownership, permissions, xattrs, mtime and type-specific
 /// data. The common form of a diff's B entry and of an archive entry.
 struct EntryMetadata: Sendable {
+    /// The file type to create.
     var type: FileType
+    /// Permission bits, setuid/setgid/sticky included.
     var permissions: UInt32
+    /// Owner.
     var userID: UInt32
+    /// Group.
     var groupID: UInt32
+    /// Modification time (also used as the access time).
     var modificationTime: Timestamp
+    /// The exact xattr set.
     var attributes: [ExtendedAttribute]
     /// Symlink target.
     var linkTarget: [UInt8] = []
+    /// Device major number (devices).
     var deviceMajor: UInt32 = 0
+    /// Device minor number (devices).
     var deviceMinor: UInt32 = 0
 
     /// The metadata of a diff side's entry.
@@ -265,6 +273,7 @@ final class SparseWriter {
     private(set) var offset: Int64 = 0
     private static let block = 4096
 
+    /// A writer filling `file` from offset 0.
     init(_ file: FileDescriptor) { self.file = file }
 
     /// Appends `bytes`, leaving aligned all-zero 4 KiB blocks as holes.

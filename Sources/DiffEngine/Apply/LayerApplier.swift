@@ -55,6 +55,10 @@ public final class LayerApplier {
         try apply(source)
     }
 
+    /// Applies `source`: checks it, applies its markers, then its entries, then the directory
+    /// mtimes (see the type's overview).
+    ///
+    /// - Throws: ``DiffError`` naming the entry or ROOT path at fault.
     func apply(_ source: LayerSource) throws(DiffError) {
         // 1. Check everything; collect the markers.
         var whiteouts: [RelativePath] = []

@@ -42,6 +42,7 @@ protocol LayerSource {
 
 /// A layer tarball of any compression, read with LayerCore's ``ArchiveReader``.
 struct TarLayerSource: LayerSource {
+    /// The tarball.
     let path: String
 
     func forEach(
@@ -129,7 +130,9 @@ struct TarLayerSource: LayerSource {
 
 /// A layer directory, walked with LayerCore's ``TreeWalker`` (sorted, never through a symlink).
 struct DirectoryLayerSource: LayerSource {
+    /// The layer directory.
     let path: String
+    /// The markers it uses.
     let format: WhiteoutFormat
 
     func forEach(

@@ -7,6 +7,7 @@ import LayerCore
 /// Exit status follows diff(1): 0 when the trees are equal, 1 when they differ, 2 on trouble;
 /// 64 for a usage error. `apply` exits 0 on success and 2 on trouble.
 public enum LayerDiffCommand {
+    /// `layerdiff`'s help and options.
     static let diffCommand = CommandLineParser.Command(
         name: "layerdiff",
         overview:
@@ -84,6 +85,7 @@ public enum LayerDiffCommand {
               64 usage error
             """)
 
+    /// `layerdiff apply`'s help and options.
     static let applyCommand = CommandLineParser.Command(
         name: "layerdiff apply",
         overview:
@@ -152,6 +154,7 @@ public enum LayerDiffCommand {
         }
     }
 
+    /// `layerdiff apply`: parses, applies, returns the exit status.
     static func apply(_ arguments: [String]) -> Int32 {
         let parser = CommandLineParser(applyCommand)
         let parsed: CommandLineParser.Parsed
@@ -184,11 +187,13 @@ public enum LayerDiffCommand {
         }
     }
 
+    /// Prints a usage error and returns 64.
     static func usage(_ parser: CommandLineParser, _ error: CommandLineParser.UsageError) -> Int32 {
         fail(parser.usageErrorText(error), newline: false)
         return ExitCode.usage
     }
 
+    /// Writes `message` to standard error.
     static func fail(_ message: String, newline: Bool = true) {
         let text = newline ? message + "\n" : message
         _ = text.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
@@ -197,20 +202,36 @@ public enum LayerDiffCommand {
 
 /// One diff run as the command line asked for it.
 struct DiffRequest {
+    /// The tree before.
     var a: String
+    /// The tree after, or the upper dir.
     var b: String
+    /// Whether `b` is an overlay upper dir (`--upper`).
     var upper: Bool
+    /// The upper dir's markers (`--upper-format`).
     var upperFormat: WhiteoutFormat = .auto
+    /// Detection and layer policy.
     var options = DiffOptions()
+    /// `-o`: the tarball and its compression.
     var archive: (path: String, compression: ArchiveCompression)?
+    /// `--layer-dir`.
     var layerDirectory: String?
+    /// `--whiteout-format` of the layer directory.
     var layerDirectoryFormat: LayerFormat = .oci
+    /// `--stat`.
     var stat = false
+    /// `--json`.
     var json = false
+    /// `--quiet`.
     var quiet = false
+    /// `--mtime-clamp` or `$SOURCE_DATE_EPOCH`.
     var clamp: Int64?
+    /// `--compression-level`.
     var compressionLevel: Int?
 
+    /// The request the parsed command line describes.
+    ///
+    /// - Throws: a usage error for a missing or invalid argument.
     init(_ parsed: CommandLineParser.Parsed) throws(CommandLineParser.UsageError) {
         let positionals = parsed.positionals + (parsed.afterSeparator ?? [])
         if let upperPath = parsed.value("upper") {

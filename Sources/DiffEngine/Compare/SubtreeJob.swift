@@ -12,10 +12,15 @@ final class DiffContext: Sendable {
         case upper(WhiteoutFormat)
     }
 
+    /// Change detection and layer policy.
     let options: DiffOptions
+    /// How A is read.
     let aReader: SideReader
+    /// How B (or the upper dir) is read.
     let bReader: SideReader
+    /// What B is.
     let mode: Mode
+    /// The pool the jobs run on.
     let pool: WorkPool
     /// Whether a layer is written (whiteouts and the opaque choice matter then).
     let layerWanted: Bool
@@ -27,6 +32,7 @@ final class DiffContext: Sendable {
     /// walking it itself.
     let spawnLimit: Int
 
+    /// The shared state of one diff.
     init(options: DiffOptions, a: SideReader, b: SideReader, mode: Mode, pool: WorkPool, layerWanted: Bool) {
         self.options = options
         aReader = a
@@ -37,6 +43,7 @@ final class DiffContext: Sendable {
         spawnLimit = pool.workerCount == 0 ? 0 : 2 * pool.workerCount + 2
     }
 
+    /// Whether B is an overlay upper dir.
     var isUpper: Bool {
         if case .upper = mode { return true }
         return false
@@ -96,6 +103,7 @@ final class SubtreeJob: Job, @unchecked Sendable {
     private let diff: DiffContext
     private var output: Result<[OutputItem], DiffError> = .success([])
 
+    /// A job diffing `task`'s directory pair and its subtree.
     init(_ task: DirectoryTask, _ diff: DiffContext) {
         self.task = task
         self.diff = diff
@@ -141,11 +149,17 @@ struct SubtreeDiffer {
         }
     }
 
+    /// The diff's shared state.
     let diff: DiffContext
+    /// The running thread's scratch buffers.
     let context: WorkerContext
 
     private var options: DiffOptions { diff.options }
 
+    /// Diffs `task`'s directory pair, appending its output (and its subtree's, or the jobs that
+    /// take parts of it) to `items` in output order.
+    ///
+    /// - Throws: ``DiffError`` naming the path that cannot be read.
     mutating func diffDirectory(_ task: DirectoryTask, into items: inout [OutputItem]) throws(DiffError) {
         let bReader = task.bFromA ? diff.aReader : diff.bReader
         let bDirectory = try open(task.b, bReader, task.path)

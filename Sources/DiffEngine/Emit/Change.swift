@@ -21,7 +21,9 @@ public enum ChangeKind: String, Sendable, Hashable, CaseIterable {
 
 /// What differs about a changed path.
 public struct ChangeAspects: OptionSet, Sendable, Hashable {
+    /// The bit set.
     public let rawValue: UInt16
+    /// Aspects from their bit set.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
 
     /// The file type (a file became a directory, ...).

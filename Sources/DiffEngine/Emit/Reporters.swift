@@ -54,6 +54,7 @@ final class OutputBuffer {
 /// `A path` / `C path` / `D path` lines, like `docker diff`.
 final class TextReporter: ChangeReporter {
     private let output: OutputBuffer
+    /// A reporter writing to `output`.
     init(output: OutputBuffer) { self.output = output }
     func report(_ change: Change) throws(DiffError) {
         try output.line("\(change.kind.letter) \(change.displayPath)")
@@ -67,6 +68,7 @@ final class JSONReporter: ChangeReporter {
     /// Extra members for the summary line (the layer digests), set before ``finish(_:)``.
     var layer: [(String, String)] = []
 
+    /// A reporter writing to `output`.
     init(output: OutputBuffer) { self.output = output }
 
     func report(_ change: Change) throws(DiffError) {
@@ -138,6 +140,7 @@ final class StatReporter: ChangeReporter {
     /// Lines about the layer written, set before ``finish(_:)``.
     var layerLines: [String] = []
 
+    /// A reporter writing to `output`.
     init(output: OutputBuffer) { self.output = output }
     func report(_ change: Change) throws(DiffError) {}
 
