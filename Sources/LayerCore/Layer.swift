@@ -43,6 +43,23 @@ public final class Layer: Sendable {
             throw PathError(path: path, errno: error, what: "layer")
         }
     }
+
+    /// Wraps a layer directory the caller has opened (`O_RDONLY | O_DIRECTORY`), for paths that
+    /// are not strings (command-line bytes).
+    ///
+    /// - Parameter path: the path for messages, in display form.
+    /// - Throws: ``PathError`` naming `path` when `root` cannot be read.
+    public init(index: LayerIndex, path: String, root: FileDescriptor, format: WhiteoutFormat) throws(PathError) {
+        self.index = index
+        self.path = path
+        self.format = format
+        self.root = root
+        do {
+            rootStatus = try root.status()
+        } catch {
+            throw PathError(path: path, errno: error, what: "layer")
+        }
+    }
 }
 
 /// A stack of layer directories, bottom first.

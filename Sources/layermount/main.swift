@@ -64,7 +64,8 @@ func helpMain(_ arguments: [String]) -> Int32 {
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 // The stack-reading subcommands (inspect, which, ls, and `help <one of them>`).
-if InspectCommand.handles(arguments) { exit(InspectCommand.run(arguments: arguments)) }
+// They read the raw argument bytes themselves (paths need not be UTF-8) and handle SIGINT/SIGTERM/SIGHUP.
+if InspectCommand.handles(arguments) { exit(InspectCommand.main()) }
 let status: Int32
 switch arguments.first {
 case "help":

@@ -80,5 +80,11 @@ struct InspectNamesTests {
         defer { stack.close() }
         let report = try StackReport.compute(stack, top: 0)
         #expect(report.layers.map(\.bytes) == [13, 13])
+        // The merged tree holds the shared inode once (12 + 1 + 1 bytes), as flatten writes it.
+        #expect(report.merged.bytes == 14)
+        let flattened = try jsonObject(layermount(["flatten", "--json"] + paths + ["--to", temp.url("again")]).stdout)
+        #expect(flattened["bytes"] as? Int == 14)
+        let inspected = try jsonObject(layermount(["inspect", "--json"] + paths).stdout)
+        #expect((inspected["merged"] as? [String: Any])?["bytes"] as? Int == 14)
     }
 }

@@ -45,6 +45,7 @@ public struct ContentHash: Hashable, Sendable, CustomStringConvertible {
         defer { buffer.deallocate() }
         var offset: Int64 = 0
         while true {
+            try Interruption.shared.checkErrno()
             let count = try file.read(into: buffer, at: offset)
             if count == 0 { break }
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
@@ -69,6 +70,22 @@ public struct ContentHasher: ~Copyable {
         guard let state, let base = bytes.baseAddress, bytes.count > 0 else { return }
         XXH3_128bits_update(state, base, bytes.count)
     }
+
+    /// Feeds `count` zero bytes (the holes of a sparse file, as a reader sees them).
+    public mutating func updateWithZeros(_ count: Int64) {
+        guard let state, count > 0 else { return }
+        let zeros = ContentHasher.zeros
+        var remaining = count
+        while remaining > 0 {
+            let chunk = Int(min(remaining, Int64(zeros.count)))
+            zeros.withUnsafeBytes { bytes in
+                if let base = bytes.baseAddress { XXH3_128bits_update(state, base, chunk) }
+            }
+            remaining -= Int64(chunk)
+        }
+    }
+
+    private static let zeros = [UInt8](repeating: 0, count: 1 << 16)
 
     /// The hash of everything fed so far.
     public func finish() -> ContentHash {

@@ -11,42 +11,55 @@ enum FlattenSubcommand: Subcommand {
             CommandLineParser.Option(
                 "to", value: "<destination>",
                 help: "Where to write: a name ending in .tar, .tar.gz (.tgz) or .tar.zst (.tzst) is written as an "
-                    + "OCI layer tarball (replaced atomically if it exists); anything else is a directory, created "
-                    + "or empty."),
+                    + "OCI layer tarball (replaced atomically if it exists); other compression suffixes (.tar.xz, "
+                    + ".bz2, a bare .gz) are refused; anything else is a directory, created or empty.",
+                repeatable: true),
             InspectCommand.whiteoutFormatOption,
             InspectCommand.jsonOption,
         ],
         discussion: """
             The result is the tree the mount serves, as copying it out of the mount would give: every visible entry
-            with its type, mode, owner, times, xattrs (overlay-private ones dropped), content, link target and
-            device numbers; names that are one inode in a layer stay hard links; whiteouts and opaque markers are
-            applied, never copied. Entries are written in bytewise path order, so a tarball of the same stack is
-            byte-identical (PAX, gzip without timestamp). Tarball layers are extracted to a scratch directory
-            first ($TMPDIR, default /var/tmp). Without root, ownership and privileged xattrs are not kept and
-            device nodes are skipped (listed, exit 1). A failed directory target keeps what was written.
+            with its type, mode, owner, times, xattrs (overlay-private ones, trusted.overlay.* and user.overlay.*,
+            dropped), content, link target and device numbers; names that are one inode in a layer stay hard links
+            (a hard link to a symlink too); whiteouts and opaque markers are applied, never copied. Entries are
+            written in bytewise path order, so a tarball of the same stack is byte-identical (PAX, gzip without
+            timestamp); a tarball layer's implied root and parents are 0755, 0:0, mtime 0. Tarball layers are read
+            into a scratch directory first (under $TMPDIR, default /var/tmp). Without root, ownership and
+            privileged xattrs are not kept and device nodes are skipped (listed, exit 1).
+
+            Nothing partial is left behind: a tarball is written next to the target and renamed over it; a
+            directory is built in a hidden directory inside the destination and moved into place at the end. On an
+            error, SIGINT, SIGTERM or SIGHUP the partial output is removed (and the destination too, if flatten
+            created it); a signal exits with 128 + its number.
 
             EXAMPLES:
               layermount flatten base/ app/ --to rootfs/
               layermount flatten layer1.tar.gz layer2.tar.gz --to image.tar.zst
             """)
 
-    static func run(_ parsed: CommandLineParser.Parsed, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
-        let format = try InspectCommand.whiteoutFormat(parsed)
-        var paths = try InspectCommand.layers(parsed)
-        if let extra = parsed.afterSeparator { paths += extra }
-        guard let destination = parsed.value("to"), !destination.isEmpty else {
+    static func run(_ invocation: Invocation, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
+        let format = try invocation.whiteoutFormat()
+        var paths = try invocation.layers()
+        if let extra = invocation.afterSeparator { paths += extra.map { CommandLinePath(bytes: invocation.bytes($0)) } }
+        guard let destination = try invocation.path("to", valueName: "<destination>"), !destination.bytes.isEmpty
+        else {
             throw CommandLineParser.UsageError("Missing expected argument '--to <destination>'")
         }
+        if let suffix = FlattenTarget.unsupportedSuffix(of: destination) {
+            throw CommandLineParser.UsageError(
+                "The value '\(destination)' is invalid for '--to <destination>': flatten cannot write '\(suffix)' "
+                    + "files; name a layer tarball .tar, .tar.gz (.tgz) or .tar.zst (.tzst), or a directory")
+        }
         let target = FlattenTarget(destination)
-        let stack = try InspectedStack(paths: paths, format: format, extractArchives: true)
+        let stack = try InspectedStack(
+            layers: paths, format: format, hashArchiveContent: false, keepArchiveContent: true)
         defer { stack.close() }
-        var summary = try Flattener.flatten(stack, to: target)
-        summary.skipped = stack.extractionSkipped + summary.skipped
-        if parsed.flag("json") {
+        let summary = try Flattener.flatten(stack, to: target)
+        if invocation.flag("json") {
             var json = JSONWriter()
             json.beginDocument(command: "flatten")
             json.layers(stack)
-            json.field("to", destination)
+            json.field("to", destination.description)
             switch target {
             case .directory: json.field("kind", "directory")
             case .archive(_, let compression): json.field("kind", compression == .none ? "tar" : "tar+\(compression)")
@@ -71,20 +84,31 @@ enum FlattenSubcommand: Subcommand {
             json.endObject()
             output.write(json.text + "\n")
         } else {
-            var line = "\(destination): \(summary.entries) entries (\(summary.files) files, "
-            line += "\(summary.directories) directories, \(summary.symlinks) symlinks, \(summary.specials) other), "
-            line += "\(humanBytes(summary.bytes)) of file data"
-            if let archive = summary.archive {
-                line += "; \(archive.compression.mediaType), \(humanBytes(archive.size)), digest \(archive.digest), "
-                line += "diff_id \(archive.diffID)"
-            }
-            output.write(line + "\n")
+            output.write(summaryLine(summary, destination: destination.description) + "\n")
         }
         for line in summary.skipped { errors.write("warning: skipped \(line)\n") }
         if !summary.skipped.isEmpty {
-            errors.write("Error: \(destination): \(summary.skipped.count) entries could not be written (see above)\n")
+            errors.write(
+                "Error: \(destination): "
+                    + "\(InspectSubcommand.counted(summary.skipped.count, "entry", "entries")) could not be written "
+                    + "(see above)\n")
             return ExitCode.failure
         }
         return ExitCode.success
+    }
+
+    /// `DEST: 3 entries (1 file, 1 directory, 1 symlink, 0 other), 2 B of file data[; tarball]`.
+    static func summaryLine(_ summary: FlattenSummary, destination: String) -> String {
+        let counted = InspectSubcommand.counted
+        var line = "\(destination): \(counted(summary.entries, "entry", "entries")) ("
+        line += "\(counted(summary.files, "file", nil)), \(counted(summary.directories, "directory", "directories")), "
+        line += "\(counted(summary.symlinks, "symlink", nil)), \(summary.specials) other"
+        if summary.hardLinks > 0 { line += "; \(counted(summary.hardLinks, "hard link", nil))" }
+        line += "), \(humanBytes(summary.bytes)) of file data"
+        if let archive = summary.archive {
+            line += "; \(archive.compression.mediaType), \(humanBytes(archive.size)), digest \(archive.digest), "
+            line += "diff_id \(archive.diffID)"
+        }
+        return line
     }
 }

@@ -22,13 +22,46 @@ public enum InspectCommand {
         return false
     }
 
+    /// The process's arguments, without the program name, as the bytes the shell passed
+    /// (`CommandLine.arguments` replaces bytes that are not UTF-8 with U+FFFD).
+    public static func processArguments() -> [[UInt8]] {
+        (1..<Int(CommandLine.argc)).map { index -> [UInt8] in
+            guard let pointer = CommandLine.unsafeArgv[index] else { return [] }
+            var bytes: [UInt8] = []
+            var offset = 0
+            while pointer[offset] != 0 {
+                bytes.append(UInt8(bitPattern: pointer[offset]))
+                offset += 1
+            }
+            return bytes
+        }
+    }
+
+    /// The command-line entry point for `main.swift`: installs the signal handling of
+    /// ``Interruption`` (call it before any other thread starts), raises the open-file limit and
+    /// runs the subcommand named by the process's arguments.
+    ///
+    /// - Returns: the exit status (see ``run(rawArguments:)``).
+    public static func main() -> Int32 {
+        Interruption.shared.install()
+        _ = FileDescriptor.raiseOpenFileLimit()
+        return run(rawArguments: processArguments())
+    }
+
+    /// Runs a subcommand on string arguments (see ``run(rawArguments:)``).
+    public static func run(arguments: [String]) -> Int32 {
+        run(rawArguments: arguments.map { Array($0.utf8) })
+    }
+
     /// Runs a subcommand. Data goes to stdout, diagnostics to stderr.
     ///
-    /// - Parameter arguments: the arguments without the program name, starting with the
-    ///   subcommand (or `help`).
+    /// - Parameter rawArguments: the arguments without the program name, starting with the
+    ///   subcommand (or `help`), as bytes: paths are used exactly as given.
     /// - Returns: the exit status: 0 success, 1 runtime failure (`Error: <path>: <reason>`), 64
-    ///   usage error; `which` also returns 1 when a path is not in the merged tree.
-    public static func run(arguments: [String]) -> Int32 {
+    ///   usage error, 128 + the signal when SIGINT, SIGTERM or SIGHUP stopped it (130, 143,
+    ///   129); `which` also returns 1 when a path is not in the merged tree.
+    public static func run(rawArguments: [[UInt8]]) -> Int32 {
+        let (arguments, table) = Invocation.encode(rawArguments)
         guard var name = arguments.first else { return ExitCode.usage }
         var rest = Array(arguments.dropFirst())
         if name == "help", let sub = rest.first {
@@ -48,7 +81,7 @@ public enum InspectCommand {
         case "ls": command = ListSubcommand.self
         case "flatten": command = FlattenSubcommand.self
         default:
-            errors.write("Error: Unknown subcommand '\(name)'\n")
+            errors.write("Error: Unknown subcommand '\(escapeForDisplay(Array(name.utf8)))'\n")
             return ExitCode.usage
         }
         let parser = CommandLineParser(command.description)
@@ -58,18 +91,21 @@ public enum InspectCommand {
                 output.write(parser.helpText)
                 return ExitCode.success
             }
-            return try command.run(parsed, output: output, errors: errors)
+            let status = try command.run(Invocation(parsed: parsed, table: table), output: output, errors: errors)
+            if let signal = Interruption.shared.signal, status != ExitCode.success { return 128 + signal }
+            return status
         } catch let error as CommandLineParser.UsageError {
             output.flush()
             errors.write(parser.usageErrorText(error))
             return ExitCode.usage
-        } catch let error as PathError {
-            output.flush()
-            errors.write("Error: \(error.description)\n")
-            return ExitCode.failure
         } catch {
             output.flush()
-            errors.write("Error: \(error)\n")
+            if let signal = Interruption.shared.signal { return 128 + signal }
+            if let error = error as? PathError {
+                errors.write("Error: \(error.description)\n")
+            } else {
+                errors.write("Error: \(error)\n")
+            }
             return ExitCode.failure
         }
     }
@@ -90,40 +126,6 @@ public enum InspectCommand {
         "The layers, bottom (base) first: layer directories (either whiteout format) or OCI layer tarballs "
             + "(.tar, .tar.gz, .tar.zst, any compression)."
     )
-
-    static func whiteoutFormat(_ parsed: CommandLineParser.Parsed) throws(CommandLineParser.UsageError)
-        -> WhiteoutFormat
-    {
-        guard let text = parsed.value("whiteout-format") else { return .auto }
-        guard let format = WhiteoutFormat(rawValue: text) else {
-            throw CommandLineParser.UsageError(
-                "The value '\(text)' is invalid for '--whiteout-format <format>' (auto, oci or overlay)")
-        }
-        return format
-    }
-
-    /// The paths after `--` as bytes. Taken from the raw process arguments when they line up
-    /// (Swift's `CommandLine.arguments` replaces bytes that are not UTF-8), then the `\xHH` escapes
-    /// the commands print are decoded, so a path copied from their output names the same file.
-    static func pathArguments(_ parsed: CommandLineParser.Parsed) -> [[UInt8]] {
-        let given = parsed.afterSeparator ?? []
-        var raw: [[UInt8]] = given.map { Array($0.utf8) }
-        let argv = (0..<Int(CommandLine.argc)).map { index -> [UInt8] in
-            guard let pointer = CommandLine.unsafeArgv[index] else { return [] }
-            var bytes: [UInt8] = []
-            var offset = 0
-            while pointer[offset] != 0 {
-                bytes.append(UInt8(bitPattern: pointer[offset]))
-                offset += 1
-            }
-            return bytes
-        }
-        if let separator = argv.firstIndex(of: Array("--".utf8)), argv.count - separator - 1 == given.count {
-            let tail = Array(argv[(separator + 1)...])
-            if zip(tail, given).allSatisfy({ String(decoding: $0.0, as: UTF8.self) == $0.1 }) { raw = tail }
-        }
-        return raw.map(unescapeDisplay)
-    }
 
     /// Decodes the `\xHH` escapes of ``LayerCore/escapeForDisplay(_:)``; other backslashes stay.
     static func unescapeDisplay(_ bytes: [UInt8]) -> [UInt8] {
@@ -150,12 +152,100 @@ public enum InspectCommand {
         }
         return out
     }
+}
 
-    static func layers(_ parsed: CommandLineParser.Parsed) throws(CommandLineParser.UsageError) -> [String] {
+/// A parsed command line whose values keep the bytes the shell passed.
+///
+/// ``CommandLineParser`` works on strings, so an argument that is not UTF-8 is handed to it as a
+/// placeholder (a NUL, which no argument can hold, and its position) and mapped back to its bytes
+/// afterwards; an `--option=VALUE` argument keeps its option name.
+struct Invocation {
+    /// What the parser made of the arguments.
+    let parsed: CommandLineParser.Parsed
+    /// Placeholder to bytes.
+    let table: [String: [UInt8]]
+
+    /// The arguments for the parser and the placeholder table.
+    static func encode(_ arguments: [[UInt8]]) -> ([String], [String: [UInt8]]) {
+        var strings: [String] = []
+        var table: [String: [UInt8]] = [:]
+        var afterSeparator = false
+        for (index, bytes) in arguments.enumerated() {
+            if let text = String(validating: bytes, as: UTF8.self) {
+                strings.append(text)
+                if text == "--" { afterSeparator = true }
+                continue
+            }
+            let placeholder = "\u{0}\(index)"
+            if !afterSeparator && bytes.first == 0x2D {
+                if bytes.starts(with: [0x2D, 0x2D]), let equals = bytes.firstIndex(of: 0x3D),
+                    let option = String(validating: bytes[..<equals], as: UTF8.self)
+                {
+                    table[placeholder] = Array(bytes[(equals + 1)...])
+                    strings.append(option + "=" + placeholder)
+                } else {
+                    // Not an option of ours whatever it is; the parser's error shows it.
+                    strings.append(escapeForDisplay(bytes))
+                }
+                continue
+            }
+            table[placeholder] = bytes
+            strings.append(placeholder)
+        }
+        return (strings, table)
+    }
+
+    /// The bytes of a parsed value.
+    func bytes(_ value: String) -> [UInt8] {
+        if value.hasPrefix("\u{0}"), let bytes = table[value] { return bytes }
+        return Array(value.utf8)
+    }
+
+    /// A parsed value for messages (``LayerCore/escapeForDisplay(_:)``).
+    func display(_ value: String) -> String { escapeForDisplay(bytes(value)) }
+
+    /// Whether flag `name` was given.
+    func flag(_ name: String) -> Bool { parsed.flag(name) }
+
+    /// The last value of option `name`, as text (for options whose values are words or numbers).
+    func value(_ name: String) -> String? { parsed.value(name).map(display) }
+
+    /// The value of option `name` as a path; a usage error when it is given more than once.
+    func path(_ name: String, valueName: String) throws(CommandLineParser.UsageError) -> CommandLinePath? {
+        let values = parsed.all(name)
+        if values.count > 1 {
+            throw CommandLineParser.UsageError(
+                "'--\(name) \(valueName)' is given \(values.count) times ("
+                    + values.map { "'\(display($0))'" }.joined(separator: ", ") + "); give it once")
+        }
+        return values.first.map { CommandLinePath(bytes: bytes($0)) }
+    }
+
+    /// The arguments after `--`, nil without `--`.
+    var afterSeparator: [String]? { parsed.afterSeparator }
+
+    /// The `--whiteout-format` value.
+    func whiteoutFormat() throws(CommandLineParser.UsageError) -> WhiteoutFormat {
+        guard let text = value("whiteout-format") else { return .auto }
+        guard let format = WhiteoutFormat(rawValue: text) else {
+            throw CommandLineParser.UsageError(
+                "The value '\(text)' is invalid for '--whiteout-format <format>' (auto, oci or overlay)")
+        }
+        return format
+    }
+
+    /// The layer paths (the positional arguments), as bytes.
+    func layers() throws(CommandLineParser.UsageError) -> [CommandLinePath] {
         guard !parsed.positionals.isEmpty else {
             throw CommandLineParser.UsageError("Missing expected argument '<layer> ...'")
         }
-        return parsed.positionals
+        return parsed.positionals.map { CommandLinePath(bytes: bytes($0)) }
+    }
+
+    /// The paths of the merged tree after `--`, as bytes, with the `\xHH` escapes the commands
+    /// print decoded, so a path copied from their output names the same file.
+    func mergedPaths() -> [[UInt8]] {
+        (parsed.afterSeparator ?? []).map { InspectCommand.unescapeDisplay(bytes($0)) }
     }
 }
 
@@ -164,7 +254,7 @@ protocol Subcommand {
     /// The command's help and options.
     static var description: CommandLineParser.Command { get }
     /// Runs it on parsed arguments.
-    static func run(_ parsed: CommandLineParser.Parsed, output: OutputBuffer, errors: OutputBuffer) throws -> Int32
+    static func run(_ invocation: Invocation, output: OutputBuffer, errors: OutputBuffer) throws -> Int32
 }
 
 /// Formats a byte count for people: `512 B`, `1.5 KiB`, `189.7 MiB`.

@@ -29,28 +29,28 @@ enum InspectSubcommand: Subcommand {
               layermount inspect --json layer1.tar.gz layer2.tar.zst | jq .efficiency
             """)
 
-    static func run(_ parsed: CommandLineParser.Parsed, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
-        let format = try InspectCommand.whiteoutFormat(parsed)
-        var paths = try InspectCommand.layers(parsed)
-        if let extra = parsed.afterSeparator { paths += extra }
+    static func run(_ invocation: Invocation, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
+        let format = try invocation.whiteoutFormat()
+        var paths = try invocation.layers()
+        if let extra = invocation.afterSeparator { paths += extra.map { CommandLinePath(bytes: invocation.bytes($0)) } }
         var top = 10
-        if let text = parsed.value("top") {
+        if let text = invocation.value("top") {
             guard let value = Int(text), value >= 0 else {
                 throw CommandLineParser.UsageError("The value '\(text)' is invalid for '--top <n>'")
             }
             top = value
         }
         var jobs = StackReport.defaultWorkers
-        if let text = parsed.value("jobs") {
+        if let text = invocation.value("jobs") {
             guard let value = Int(text), value >= 1, value <= 256 else {
                 throw CommandLineParser.UsageError("The value '\(text)' is invalid for '--jobs <n>'")
             }
             jobs = value
         }
-        let stack = try InspectedStack(paths: paths, format: format)
+        let stack = try InspectedStack(layers: paths, format: format)
         defer { stack.close() }
         let report = try StackReport.compute(stack, top: top, workers: jobs)
-        if parsed.flag("json") {
+        if invocation.flag("json") {
             output.write(json(report, stack: stack))
         } else {
             output.write(text(report, stack: stack))

@@ -7,9 +7,9 @@ import LayerCore
 /// Everything the commands read goes through the ``Resolver`` over ``stack``, so the merged view is
 /// by construction the one the mount serves. For a tarball layer, `stack` holds a skeleton
 /// directory that mirrors the archive's structure (directories as directories, every other entry
-/// as an empty file, whiteout and opaque markers as OCI names); the real metadata and content
-/// hashes of its entries come from the index, looked up by the skeleton file's inode
-/// (``status(of:in:)``).
+/// as a regular file, empty or holding the content, whiteout and opaque markers as OCI names);
+/// the real metadata, xattrs and content hashes of its entries come from the index, looked up by
+/// the skeleton file's inode (``status(of:in:)``, ``attributes(of:status:in:layer:)``).
 public final class InspectedStack: Sendable {
     /// What one layer of the stack is.
     public enum Kind: Sendable, Equatable {
@@ -23,8 +23,11 @@ public final class InspectedStack: Sendable {
     public struct LayerInfo: Sendable {
         /// Position (0 = bottom).
         public var index: LayerIndex
-        /// The path as given, for messages and output.
+        /// The path as given, in display form (``LayerCore/escapeForDisplay(_:)``), for messages
+        /// and output.
         public var path: String
+        /// The path's bytes.
+        public var pathBytes: CommandLinePath
         /// Directory or tarball.
         public var kind: Kind
         /// The whiteout format the layer is read in.
@@ -41,63 +44,73 @@ public final class InspectedStack: Sendable {
     public let resolver: Resolver
     /// Where tarball skeletons live; removed by ``close()``.
     private let scratch: ScratchDirectory?
-    /// Entries of extracted tarballs that could not be created (devices without root).
-    public let extractionSkipped: [String]
 
     /// Opens `paths` (bottom first) as layers: directories are used in place, regular files are read
     /// as OCI layer tarballs.
     ///
     /// - Parameters:
-    ///   - paths: the layers, bottom first.
+    ///   - paths: the layers, bottom first, as the command line gave them.
     ///   - format: the whiteout format of directory layers (tarball layers are always OCI).
     ///   - hashArchiveContent: whether to hash tarball entries' content (XXH3-128) while
     ///     indexing, for ``MergedPath/report(_:hashContent:)`` and ``WastedFile/sameContentAsHider``;
     ///     otherwise data is skipped.
-    ///   - extractArchives: extract tarball layers (content and metadata) into the scratch
-    ///     directory instead of indexing them, for commands that copy content (``Flattener``).
+    ///   - keepArchiveContent: store tarball entries' content in the skeletons, for commands
+    ///     that copy content (``Flattener``).
     /// - Throws: ``PathError`` naming the layer: missing, unreadable, neither a directory nor a
-    ///   layer tarball.
+    ///   layer tarball; ``Interruption/error`` when stopped.
     public init(
-        paths: [String], format: WhiteoutFormat, hashArchiveContent: Bool = true, extractArchives: Bool = false
+        layers paths: [CommandLinePath], format: WhiteoutFormat, hashArchiveContent: Bool = true,
+        keepArchiveContent: Bool = false
     ) throws(PathError) {
         guard !paths.isEmpty else { throw PathError(path: "", reason: "no layers given") }
         var infos: [LayerInfo] = []
         var opened: [Layer] = []
         var scratch: ScratchDirectory?
-        var skipped: [String] = []
         do throws(PathError) {
             for (position, path) in paths.enumerated() {
+                try Interruption.shared.check()
                 let index = LayerIndex(position)
+                let display = path.description
                 // A symlink given on the command line is followed, as for any command-line path.
-                var status = stat()
-                if stat(path, &status) != 0 { throw PathError(path: path, errno: .current, what: "layer") }
-                let type = FileType(mode: UInt32(status.st_mode))
-                switch type {
+                let status: FileStatus
+                do {
+                    status = try path.status()
+                } catch {
+                    throw PathError(path: display, errno: error, what: "layer")
+                }
+                switch status.type {
                 case .directory:
-                    opened.append(try Layer(index: index, path: path, format: format))
-                    infos.append(LayerInfo(index: index, path: path, kind: .directory, format: format))
-                case .regular:
-                    if scratch == nil { scratch = try ScratchDirectory(holdsContent: extractArchives) }
-                    guard let scratch else { throw PathError(path: path, reason: "no scratch directory") }
-                    let skeleton = scratch.path + "/layer\(position + 1)"
-                    if extractArchives {
-                        let (compression, missed) = try ArchiveExtraction.extract(path, into: skeleton)
-                        skipped += missed.map { "\(path): \($0)" }
-                        opened.append(try Layer(index: index, path: skeleton, format: .oci))
-                        infos.append(
-                            LayerInfo(index: index, path: path, kind: .archive(compression: compression), format: .oci))
-                        continue
+                    let root: FileDescriptor
+                    do {
+                        root = try path.open(flags: O_RDONLY | O_DIRECTORY)
+                    } catch {
+                        throw PathError(path: display, errno: error, what: "layer")
                     }
+                    opened.append(try Layer(index: index, path: display, root: root, format: format))
+                    infos.append(
+                        LayerInfo(index: index, path: display, pathBytes: path, kind: .directory, format: format))
+                case .regular:
+                    if scratch == nil { scratch = try ScratchDirectory(holdsContent: keepArchiveContent) }
+                    guard let scratch else { throw PathError(path: display, reason: "no scratch directory") }
+                    let skeleton = scratch.path.appending("/layer\(position + 1)")
                     let archive = try ArchiveLayerIndex(
-                        archivePath: path, skeletonPath: skeleton, hashContent: hashArchiveContent)
-                    opened.append(try Layer(index: index, path: skeleton, format: .oci))
+                        archivePath: path, skeletonPath: skeleton, hashContent: hashArchiveContent,
+                        keepContent: keepArchiveContent)
+                    let root: FileDescriptor
+                    do {
+                        root = try skeleton.open(flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+                    } catch {
+                        throw PathError(path: skeleton.description, errno: error, what: "scratch directory")
+                    }
+                    opened.append(try Layer(index: index, path: display, root: root, format: .oci))
                     infos.append(
                         LayerInfo(
-                            index: index, path: path, kind: .archive(compression: archive.compression),
-                            format: .oci, archive: archive))
+                            index: index, path: display, pathBytes: path,
+                            kind: .archive(compression: archive.compression), format: .oci, archive: archive))
                 default:
                     throw PathError(
-                        path: path, reason: "not a layer: a \(type) is neither a layer directory nor a layer tarball")
+                        path: display,
+                        reason: "not a layer: a \(status.type) is neither a layer directory nor a layer tarball")
                 }
             }
         } catch {
@@ -108,7 +121,16 @@ public final class InspectedStack: Sendable {
         stack = LayerStack(layers: opened)
         resolver = Resolver(stack: stack)
         self.scratch = scratch
-        extractionSkipped = skipped
+    }
+
+    /// Opens `paths` (strings; bottom first) as layers. See
+    /// ``init(layers:format:hashArchiveContent:keepArchiveContent:)``.
+    public convenience init(
+        paths: [String], format: WhiteoutFormat, hashArchiveContent: Bool = true, keepArchiveContent: Bool = false
+    ) throws(PathError) {
+        try self.init(
+            layers: paths.map(CommandLinePath.init), format: format, hashArchiveContent: hashArchiveContent,
+            keepArchiveContent: keepArchiveContent)
     }
 
     /// Removes the tarball skeletons. Call once when done; the stack must not be used afterwards.
@@ -121,10 +143,13 @@ public final class InspectedStack: Sendable {
     public var hasArchives: Bool { layers.contains { $0.archive != nil } }
 
     /// The real status of an entry whose status in the resolver's layer is `status`: the same for
-    /// a directory layer, the archive's record for a tarball layer.
+    /// a directory layer, the archive's record for a tarball layer (with the skeleton's link
+    /// count, which is the archive's: hard links are hard links of the skeleton).
     public func status(of status: FileStatus, in layer: LayerIndex) -> FileStatus {
         guard let archive = layers[layer.rawValue].archive else { return status }
-        return archive.record(forSkeletonInode: status.inode)?.status ?? status
+        guard var real = archive.record(forSkeletonInode: status.inode)?.status else { return status }
+        real.linkCount = status.linkCount
+        return real
     }
 
     /// The symlink target of entry `name` (with skeleton status `status`) in `directory` of
@@ -138,6 +163,31 @@ public final class InspectedStack: Sendable {
             return archive.record(forSkeletonInode: status.inode)?.linkTarget ?? []
         }
         return try directory.readLink(name)
+    }
+
+    /// The extended attributes of entry `name` (skeleton status `status`) in `directory` of
+    /// `layer`: read for a directory layer (not following a symlink), from the index for a
+    /// tarball layer.
+    ///
+    /// - Throws: the errno of listing or reading the attributes.
+    public func attributes(
+        of name: FileName, status: FileStatus, in directory: FileDescriptor, layer: LayerIndex
+    ) throws(Errno) -> [ExtendedAttribute] {
+        if let archive = layers[layer.rawValue].archive {
+            return archive.record(forSkeletonInode: status.inode)?.attributes ?? []
+        }
+        return try directory.extendedAttributes(of: name)
+    }
+
+    /// The extended attributes of the layer directory `directory` (a directory of the merged tree
+    /// or a layer root).
+    ///
+    /// - Throws: the errno of listing or reading the attributes.
+    public func attributes(ofDirectory directory: LayerDirectory) throws(Errno) -> [ExtendedAttribute] {
+        if let archive = layers[directory.layer.rawValue].archive {
+            return archive.record(forSkeletonInode: try directory.descriptor.status().inode)?.attributes ?? []
+        }
+        return try directory.descriptor.extendedAttributes()
     }
 
     /// The content hash of regular file `name` (skeleton status `status`) in `directory` of
@@ -161,36 +211,5 @@ public final class InspectedStack: Sendable {
         if relative.isEmpty || relative == "/" { return base }
         let trimmed = relative.hasPrefix("/") ? String(relative.dropFirst()) : relative
         return base.hasSuffix("/") ? base + trimmed : base + "/" + trimmed
-    }
-}
-
-/// A private directory for skeletons and extractions, under `$TMPDIR`; without it, skeletons
-/// (empty files only) go to /dev/shm when it is a writable directory (tmpfs: several times faster
-/// to build and remove than a journalled disk), extracted content to /var/tmp.
-final class ScratchDirectory: Sendable {
-    let path: String
-
-    init(holdsContent: Bool) throws(PathError) {
-        var base = "/var/tmp"
-        if let tmp = getenv("TMPDIR").map({ String(cString: $0) }), !tmp.isEmpty {
-            base = tmp
-        } else if !holdsContent, access("/dev/shm", W_OK | X_OK) == 0 {
-            var status = stat()
-            if stat("/dev/shm", &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR { base = "/dev/shm" }
-        }
-        var template = Array("\(base)/layermount-inspect.XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { buffer -> Bool in
-            guard let pointer = buffer.baseAddress else { return false }
-            return mkdtemp(pointer) != nil
-        }
-        guard made else { throw PathError(path: base, errno: .current, what: "scratch directory") }
-        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        ScratchRegistry.shared.register(path)
-    }
-
-    /// Removes the directory and everything in it (never following symlinks).
-    func remove() {
-        removeTree(path)
-        ScratchRegistry.shared.unregister(path)
     }
 }

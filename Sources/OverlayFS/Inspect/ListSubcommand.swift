@@ -29,20 +29,21 @@ enum ListSubcommand: Subcommand {
               layermount ls -lR base/ app/ -- /etc
             """)
 
-    static func run(_ parsed: CommandLineParser.Parsed, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
-        let format = try InspectCommand.whiteoutFormat(parsed)
-        let layerPaths = try InspectCommand.layers(parsed)
-        let paths = parsed.afterSeparator ?? []
+    static func run(_ invocation: Invocation, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
+        let format = try invocation.whiteoutFormat()
+        let layerPaths = try invocation.layers()
+        let paths = invocation.afterSeparator ?? []
         guard paths.count <= 1 else {
-            throw CommandLineParser.UsageError("Unexpected argument '\(paths[1])': give one path after '--'")
+            throw CommandLineParser.UsageError(
+                "Unexpected argument '\(invocation.display(paths[1]))': give one path after '--'")
         }
-        let long = parsed.flag("long")
-        let recursive = parsed.flag("recursive")
-        let json = parsed.flag("json")
-        let stack = try InspectedStack(paths: layerPaths, format: format)
+        let long = invocation.flag("long")
+        let recursive = invocation.flag("recursive")
+        let json = invocation.flag("json")
+        let stack = try InspectedStack(layers: layerPaths, format: format)
         defer { stack.close() }
         let merged = MergedPath(stack: stack)
-        let raw = InspectCommand.pathArguments(parsed).first ?? [0x2F]
+        let raw = invocation.mergedPaths().first ?? [0x2F]
         let path = try merged.canonical(raw, followLast: true)
         var writer = JSONWriter()
         if json {

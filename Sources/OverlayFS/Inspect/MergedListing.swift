@@ -30,11 +30,12 @@ extension MergedPath {
         do {
             merged = try stack.resolver.list(directories)
         } catch {
-            throw PathError(path: path.absoluteDisplay, errno: error, what: "directory in the stack")
+            throw failure(listing: directories, at: path, error)
         }
         var result: [ListedEntry] = []
         result.reserveCapacity(merged.count)
         for item in merged.sorted(by: { $0.name < $1.name }) {
+            try Interruption.shared.check()
             var entry = ListedEntry(name: item.name, layer: item.layer, type: item.type, directories: [])
             guard long || (recursive && item.type == .directory) || stack[item.layer].archive != nil else {
                 result.append(entry)
@@ -47,6 +48,8 @@ extension MergedPath {
                 entry.directories = found.directories
                 if long {
                     entry.status = real
+                    // A merged directory has one link, as the kernel overlay and the mount report it.
+                    if found.isMergedDirectory { entry.status?.linkCount = 1 }
                     if real.type == .symlink,
                         let container = directories.first(where: { $0.layer == found.layer })?.descriptor
                     {
@@ -54,8 +57,9 @@ extension MergedPath {
                             entry.linkTarget = try stack.linkTarget(
                                 of: item.name, status: found.status, in: container, layer: found.layer)
                         } catch {
+                            let mergedPath = path.appending(item.name).absoluteDisplay
                             throw PathError(
-                                path: stack.displayPath(path.appending(item.name).absoluteDisplay, in: found.layer),
+                                path: "\(stack.displayPath(mergedPath, in: found.layer)) (merged \(mergedPath))",
                                 errno: error, what: "symlink")
                         }
                     }

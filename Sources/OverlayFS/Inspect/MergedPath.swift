@@ -41,8 +41,50 @@ public struct MergedPath: Sendable {
         do {
             return try stack.resolver.lookup(name, in: directories)
         } catch {
-            throw PathError(path: path.appending(name).absoluteDisplay, errno: error, what: "path in the stack")
+            throw failure(looking: name, in: directories, at: path, error)
         }
+    }
+
+    /// The error of a failed lookup of `name` in the merged directory `path`, naming the layer
+    /// path that could not be read and the merged path (`LAYER/dir/x (merged /dir/x)`).
+    func failure(looking name: FileName, in directories: [LayerDirectory], at path: RelativePath, _ error: Errno)
+        -> PathError
+    {
+        let merged = path.appending(name).absoluteDisplay
+        var culprit = directories.first?.layer ?? LayerIndex(0)
+        var what = "entry"
+        for directory in directories {
+            var isDirectory = false
+            do {
+                if let status = try directory.descriptor.statusIfPresent(of: name), status.type == .directory {
+                    isDirectory = true
+                    _ = try directory.descriptor.open(name, flags: O_RDONLY | O_DIRECTORY)
+                }
+            } catch {
+                culprit = directory.layer
+                if isDirectory { what = "directory" }
+                break
+            }
+        }
+        return PathError(
+            path: "\(stack.displayPath(merged, in: culprit)) (merged \(merged))", errno: error, what: what)
+    }
+
+    /// The error of a failed listing of the merged directory `path`, naming the layer directory
+    /// that could not be read and the merged path.
+    func failure(listing directories: [LayerDirectory], at path: RelativePath, _ error: Errno) -> PathError {
+        let merged = path.absoluteDisplay
+        var culprit = directories.first?.layer ?? LayerIndex(0)
+        for directory in directories {
+            do {
+                _ = try stack.resolver.list([directory])
+            } catch {
+                culprit = directory.layer
+                break
+            }
+        }
+        return PathError(
+            path: "\(stack.displayPath(merged, in: culprit)) (merged \(merged))", errno: error, what: "directory")
     }
 
     /// Resolves `path` component by component without following symlinks, over the layers up to
@@ -74,21 +116,31 @@ public struct MergedPath: Sendable {
     /// The canonical form of a user's path in the merged tree: `.` and `..` applied, symlinks of the
     /// merged tree followed for every component but the last (and the last too with
     /// `followLast`), as in a chroot at the stack root. Components past a missing one are kept
-    /// as written.
+    /// as written. As for a system call, a trailing `/` (or a final `.` or `..`) makes the last
+    /// component one that must be a directory (a symlink there is followed), and `.` or `..`
+    /// after a non-directory is `ENOTDIR`.
     ///
-    /// - Throws: ``PathError`` for a symlink loop (`ELOOP`) or an unreadable layer.
+    /// - Throws: ``PathError``: a symlink loop (`ELOOP`), a name over 255 bytes
+    ///   (`ENAMETOOLONG`), a non-directory where a directory must be (`ENOTDIR`), an unreadable
+    ///   layer.
     public func canonical(_ raw: [UInt8], followLast: Bool) throws(PathError) -> RelativePath {
         let display = escapeForDisplay(raw)
         var pending = try components(raw, display: display)
+        let mustBeDirectory = raw.last == 0x2F || pending.last == [0x2E] || pending.last == [0x2E, 0x2E]
+        let followLast = followLast || mustBeDirectory
         var resolved: [FileName] = []
         var stackOfDirectories: [[LayerDirectory]] = [try roots(upTo: nil)]
         var hops = 0
         // Components appended without a directory to resolve in (after a missing one).
         var unresolved = 0
+        // Whether the last component resolved is a non-directory of the merged tree.
+        var lastIsNonDirectory = false
         while !pending.isEmpty {
+            try Interruption.shared.check()
             let piece = pending.removeFirst()
-            if piece == [0x2E] { continue }
-            if piece == [0x2E, 0x2E] {
+            if piece == [0x2E] || piece == [0x2E, 0x2E] {
+                if lastIsNonDirectory { throw PathError.resolving(display, .notDirectory) }
+                if piece == [0x2E] { continue }
                 if unresolved > 0 {
                     resolved.removeLast()
                     unresolved -= 1
@@ -102,11 +154,12 @@ public struct MergedPath: Sendable {
             do {
                 name = try FileName(validating: piece)
             } catch {
-                throw PathError(path: display, errno: error, what: "path")
+                throw PathError.resolving(display, error)
             }
             if unresolved > 0 {
                 resolved.append(name)
                 unresolved += 1
+                lastIsNonDirectory = false
                 continue
             }
             let isLast = pending.isEmpty
@@ -117,14 +170,16 @@ public struct MergedPath: Sendable {
                 let real = stack.status(of: entry.status, in: entry.layer)
                 if real.type == .symlink && (!isLast || followLast) {
                     hops += 1
-                    guard hops <= 40 else { throw PathError(path: display, errno: .tooManySymlinks, what: "path") }
+                    guard hops <= 40 else { throw PathError.resolving(display, .tooManySymlinks) }
                     let container =
                         directories.first { $0.layer == entry.layer }?.descriptor ?? directories[0].descriptor
                     let target: [UInt8]
                     do {
                         target = try stack.linkTarget(of: name, status: entry.status, in: container, layer: entry.layer)
                     } catch {
-                        throw PathError(path: here.appending(name).absoluteDisplay, errno: error, what: "symlink")
+                        throw PathError(
+                            path: stack.displayPath(here.appending(name).absoluteDisplay, in: entry.layer),
+                            errno: error, what: "symlink")
                     }
                     if target.first == 0x2F {
                         resolved = []
@@ -136,14 +191,18 @@ public struct MergedPath: Sendable {
                 resolved.append(name)
                 if entry.status.type == .directory {
                     stackOfDirectories.append(entry.directories)
+                    lastIsNonDirectory = false
                 } else {
                     unresolved += 1
+                    lastIsNonDirectory = true
                 }
             case .absent, .whitedOut:
                 resolved.append(name)
                 unresolved += 1
+                lastIsNonDirectory = false
             }
         }
+        if mustBeDirectory && lastIsNonDirectory { throw PathError.resolving(display, .notDirectory) }
         return RelativePath(components: resolved)
     }
 
@@ -175,6 +234,8 @@ public struct PathVersion: Sendable {
     public var hiding: Hiding?
     /// For a hidden version, how it is hidden, in words ("whiteout of /usr/share/doc").
     public var reason: String?
+    /// What could not be read of this version (its content for the hash, its link target).
+    public var problem: String?
 }
 
 /// How a path stands in the merged tree and every layer's version of it.
@@ -187,7 +248,8 @@ public struct PathReport: Sendable {
     public var provider: LayerIndex?
     /// When the path is not in the merged tree: why, in words.
     public var absence: String?
-    /// When a whiteout deletes the path (or a parent): that layer.
+    /// When the path is not in the merged tree but a layer holds it: the layer that deletes it
+    /// (a whiteout of it or of a parent, an opaque directory, a non-directory over a parent).
     public var deletedBy: LayerIndex?
     /// Every layer's version, top layer first.
     public var versions: [PathVersion]
@@ -196,16 +258,27 @@ public struct PathReport: Sendable {
     public var literalPath: RelativePath?
     /// The layers' versions of ``literalPath`` (all hidden: a symlink replaces a parent).
     public var literalVersions: [PathVersion] = []
+    /// What could not be read (a version's content or link target), naming the layer path; the
+    /// rest of the report stands.
+    public var problems: [PathError] = []
 }
 
 extension MergedPath {
     /// The report of `which` for the user path `raw`.
     ///
-    /// - Throws: ``PathError`` when a layer cannot be read or a file cannot be hashed.
+    /// - Throws: ``PathError`` when the path cannot be resolved (a symlink loop, a name too
+    ///   long, a non-directory with a trailing `/`) or a layer directory cannot be read. A version
+    ///   whose content or link target cannot be read is reported in ``PathReport/problems``.
     public func report(_ raw: [UInt8], hashContent: Bool = true) throws(PathError) -> PathReport {
         let path = try canonical(raw, followLast: false)
         var report = PathReport(given: escapeForDisplay(raw), path: path, versions: [])
-        switch try resolve(path) {
+        let outcome = try resolve(path)
+        for layer in stack.stack.topFirst {
+            report.versions += try versions(of: path, in: layer, hashContent: hashContent, problems: &report.problems)
+        }
+        // The top version hidden by a deletion, when the path is not in the merged tree.
+        let deleted = report.versions.first { $0.hiding.map { !$0.isShadowing } ?? false }
+        switch outcome {
         case .found(let entry, _):
             report.provider = entry.layer
         case .root:
@@ -217,19 +290,27 @@ extension MergedPath {
                 ? "deleted by a whiteout in layer \(layer.rawValue + 1)"
                 : "deleted by a whiteout of \(prefix.absoluteDisplay) in layer \(layer.rawValue + 1)"
         case .absent(let prefix):
-            report.absence =
-                prefix == path ? "no layer provides it" : "\(prefix.absoluteDisplay) is not in the merged tree"
+            if let deleted, let hiding = deleted.hiding {
+                report.deletedBy = hiding.layer
+                let reason = deleted.reason ?? "deleted"
+                report.absence =
+                    reason.hasPrefix("opaque directory ")
+                    ? "deleted by the \(reason) in layer \(hiding.layer.rawValue + 1)"
+                    : "deleted by layer \(hiding.layer.rawValue + 1): \(reason)"
+            } else {
+                report.absence =
+                    prefix == path ? "no layer provides it" : "\(prefix.absoluteDisplay) is not in the merged tree"
+            }
         case .notDirectory(let prefix, let layer, let type):
+            if let hiding = deleted?.hiding { report.deletedBy = hiding.layer }
             report.absence = "\(prefix.absoluteDisplay) is a \(type) (from layer \(layer.rawValue + 1))"
-        }
-        for layer in stack.stack.topFirst {
-            report.versions += try versions(of: path, in: layer, hashContent: hashContent)
         }
         let literal = Self.lexical(raw)
         if let literal, literal != path {
             report.literalPath = literal
             for layer in stack.stack.topFirst {
-                report.literalVersions += try versions(of: literal, in: layer, hashContent: hashContent)
+                report.literalVersions += try versions(
+                    of: literal, in: layer, hashContent: hashContent, problems: &report.problems)
             }
         }
         return report
@@ -252,9 +333,9 @@ extension MergedPath {
     }
 
     /// What `layer` holds at `path` (at most an entry and a whiteout), with visibility.
-    private func versions(of path: RelativePath, in layer: LayerIndex, hashContent: Bool) throws(PathError)
-        -> [PathVersion]
-    {
+    private func versions(
+        of path: RelativePath, in layer: LayerIndex, hashContent: Bool, problems: inout [PathError]
+    ) throws(PathError) -> [PathVersion] {
         let info = stack.layers[layer.rawValue]
         let format = stack.stack[layer].format
         let root = stack.stack[layer].root
@@ -271,7 +352,7 @@ extension MergedPath {
         }
         let parent: FileDescriptor
         do {
-            parent = try root.open(beneath: path.parent, flags: O_RDONLY | O_DIRECTORY)
+            parent = try root.openDirectory(beneathLong: path.parent)
         } catch .noEntry, .notDirectory, .tooManySymlinks {
             return []
         } catch {
@@ -279,17 +360,27 @@ extension MergedPath {
         }
         var result: [PathVersion] = []
         let ociMarker = format.honorsOCI ? Whiteout.ociMarker(for: name) : nil
-        do {
+        do throws(Errno) {
             if ociMarker == nil, let status = try parent.statusIfPresent(of: name) {
                 if format.honorsOverlay && Whiteout.isOverlayWhiteout(status) {
                     result.append(PathVersion(layer: layer, kind: .whiteout))
                 } else {
                     let real = stack.status(of: status, in: layer)
                     var version = PathVersion(layer: layer, kind: .entry(real))
-                    if real.type == .symlink {
-                        version.linkTarget = try stack.linkTarget(of: name, status: status, in: parent, layer: layer)
-                    } else if real.type == .regular && hashContent {
-                        version.contentHash = try stack.contentHash(of: name, status: status, in: parent, layer: layer)
+                    do throws(Errno) {
+                        if real.type == .symlink {
+                            version.linkTarget = try stack.linkTarget(
+                                of: name, status: status, in: parent, layer: layer)
+                        } else if real.type == .regular && hashContent {
+                            version.contentHash = try stack.contentHash(
+                                of: name, status: status, in: parent, layer: layer)
+                        }
+                    } catch {
+                        if error == .interrupted && Interruption.shared.isRequested { throw error }
+                        let what = real.type == .symlink ? "symlink" : "file"
+                        let problem = PathError(path: where_, errno: error, what: what)
+                        version.problem = problem.reason
+                        problems.append(problem)
                     }
                     result.append(version)
                 }
@@ -338,7 +429,7 @@ extension MergedPath {
         guard let name = path.lastName else { return true }
         let format = stack.stack[layer].format
         if format.honorsOCI && Whiteout.ociMarker(for: name) != nil { return false }
-        guard let parent = try? stack.stack[layer].root.open(beneath: path.parent, flags: O_RDONLY | O_DIRECTORY),
+        guard let parent = try? stack.stack[layer].root.openDirectory(beneathLong: path.parent),
             let status = try? parent.statusIfPresent(of: name)
         else { return false }
         return !(format.honorsOverlay && Whiteout.isOverlayWhiteout(status))

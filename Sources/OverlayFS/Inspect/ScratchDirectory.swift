@@ -1,52 +1,65 @@
-import Dispatch
 import Glibc
 import LayerCore
-import Synchronization
 
-/// The scratch directories alive in this process, so that an interrupted command (SIGINT,
-/// SIGTERM) removes them before it exits.
-final class ScratchRegistry: Sendable {
-    /// The process's registry.
-    static let shared = ScratchRegistry()
+/// A private directory for tarball skeletons, under `$TMPDIR`; without it, skeletons holding no
+/// content go to /dev/shm when it is a writable directory (tmpfs: several times faster to build
+/// and remove than a journalled disk), skeletons holding content (for `flatten`) to /var/tmp.
+/// Registered with ``CleanupRegistry`` while it exists.
+final class ScratchDirectory: Sendable {
+    /// Its path.
+    let path: CommandLinePath
 
-    private let paths = Mutex<Set<String>>([])
-    private let sources = Mutex<[DispatchSourceSignal]>([])
-
-    func register(_ path: String) {
-        paths.withLock { _ = $0.insert(path) }
-        installHandlersOnce()
-    }
-
-    func unregister(_ path: String) {
-        paths.withLock { _ = $0.remove(path) }
-    }
-
-    private func installHandlersOnce() {
-        sources.withLock { sources in
-            guard sources.isEmpty else { return }
-            for number in [SIGINT, SIGTERM, SIGHUP] {
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-                source.setEventHandler { [self] in
-                    for path in paths.withLock({ Array($0) }) { removeTree(path) }
-                    _exit(128 + number)
-                }
-                source.resume()
-                sources.append(source)
-            }
+    /// Creates the directory (mkdtemp(3), mode 0700).
+    ///
+    /// - Parameter holdsContent: whether file content will be stored there (then not /dev/shm).
+    /// - Throws: ``PathError`` naming the base directory.
+    init(holdsContent: Bool) throws(PathError) {
+        var base = "/var/tmp"
+        if let tmp = getenv("TMPDIR").map({ String(cString: $0) }), !tmp.isEmpty {
+            base = tmp
+        } else if !holdsContent, access("/dev/shm", W_OK | X_OK) == 0 {
+            var status = stat()
+            if stat("/dev/shm", &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR { base = "/dev/shm" }
         }
+        var template = Array("\(base)/layermount-inspect.XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { buffer -> Bool in
+            guard let pointer = buffer.baseAddress else { return false }
+            return mkdtemp(pointer) != nil
+        }
+        guard made else { throw PathError(path: base, errno: .current, what: "scratch directory") }
+        path = CommandLinePath(bytes: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) })
+        CleanupRegistry.shared.register(path)
+    }
+
+    /// Removes the directory and everything in it (never following symlinks).
+    func remove() {
+        removeTree(path)
+        CleanupRegistry.shared.unregister(path)
     }
 }
 
 /// Removes `path` and everything below it, fd-relative and never following a symlink. Errors
-/// are ignored (best effort: used for scratch space).
-func removeTree(_ path: String) {
-    guard let parent = try? FileDescriptor.open(path: path, flags: O_RDONLY | O_DIRECTORY) else {
-        _ = unlink(path)
+/// are ignored (best effort: used for scratch space and partial outputs).
+func removeTree(_ path: CommandLinePath) {
+    guard let directory = try? path.open(flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) else {
+        path.unlinkFile()
         return
     }
-    removeContents(of: parent)
-    _ = rmdir(path)
+    chmodIfNeeded(directory)
+    removeContents(of: directory)
+    path.removeDirectory()
+}
+
+/// Removes entry `name` of `parent` and, for a directory, everything below it (best effort).
+func removeEntry(_ name: FileName, in parent: FileDescriptor) {
+    _ = try? name.withCString { (cName) throws(Errno) -> CInt in
+        if unlinkat(parent.rawValue, cName, 0) == 0 { return 0 }
+        if let child = try? parent.open(name, flags: O_RDONLY | O_DIRECTORY) {
+            chmodIfNeeded(child)
+            removeContents(of: child)
+        }
+        return unlinkat(parent.rawValue, cName, AT_REMOVEDIR)
+    }
 }
 
 /// Removes everything inside the open directory `directory`.

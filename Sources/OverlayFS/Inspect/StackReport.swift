@@ -78,7 +78,7 @@ public struct MergedFigures: Sendable, Equatable {
     public var symlinks = 0
     /// Fifos, sockets, device nodes.
     public var specials = 0
-    /// Bytes visible: regular files, each (layer, inode) once.
+    /// Bytes visible: regular files, each inode once (names of one inode in two layers too).
     public var bytes: Int64 = 0
 
     /// All entries (not the root).
@@ -151,8 +151,7 @@ public struct StackReport: Sendable {
         var hashes: [ContentHash] = []
         for layer in [file.layer, file.hiding.layer] {
             guard
-                let parent = try? stack.stack[layer].root.open(
-                    beneath: file.relativePath.parent, flags: O_RDONLY | O_DIRECTORY),
+                let parent = try? stack.stack[layer].root.openDirectory(beneathLong: file.relativePath.parent),
                 let status = try? parent.status(of: name), stack.status(of: status, in: layer).type == .regular
             else { return nil }
             if stack.status(of: status, in: layer).size != file.size { return false }
@@ -336,13 +335,16 @@ struct ReportAccumulator: ParallelStackVisitor {
     /// The report, once every worker's part is merged: hard-linked inodes are settled here.
     mutating func finish() -> StackReport {
         let keys = inodes.keys.sorted { ($0.layer, $0.identity.inode) < ($1.layer, $1.identity.inode) }
+        // The merged tree holds each inode once, even when two layers hold names of it (layers
+        // made with `cp -al` share inodes; the kernel overlay shows them as one file).
+        var mergedInodes = Set<FileIdentity>()
         for key in keys {
             guard let state = inodes[key] else { continue }
             report.layers[key.layer].bytes += state.size
             report.layers[key.layer].extraHardLinks += state.names - 1
             if state.visibleNames > 0 {
                 report.layers[key.layer].visibleBytes += state.size
-                report.merged.bytes += state.size
+                if mergedInodes.insert(key.identity).inserted { report.merged.bytes += state.size }
             } else if let hiding = state.lastHiding {
                 dead(
                     size: state.size, layer: LayerIndex(key.layer), hiding: hiding,

@@ -263,6 +263,7 @@ public struct StackWalker: Sendable {
         _ directories: [LayerDirectory], path: TreePath, hider: HiderContext?, owned: Bool = true,
         _ visitor: inout V
     ) throws(PathError) {
+        try Interruption.shared.check()
         let hidden = hider != nil
         if directories.count == 1 {
             var listing = try listing(of: directories[0], path: path, hidden: hidden, owned: owned, &visitor)
@@ -374,6 +375,7 @@ public struct StackWalker: Sendable {
             _ = try visitor.visit(entry)
             return
         }
+        try checkSameFileSystem(found, path: path)
         guard try visitor.visit(entry) else { return }
         if hiding == nil || includeHidden {
             let childPath = path.appending(found.name)
@@ -384,6 +386,27 @@ public struct StackWalker: Sendable {
             }
         }
         try visitor.leave(entry)
+    }
+
+    /// Refuses a directory of a layer that is on another file system than the layer's root (a
+    /// mount inside a layer directory): the kernel overlay does not cross such mounts (its
+    /// lookups see the directory under the mount), so neither inspect nor flatten do.
+    private func checkSameFileSystem(_ found: ResolvedEntry, path: TreePath) throws(PathError) {
+        for directory in found.directories {
+            let layer = stack.stack[directory.layer]
+            let device: UInt64
+            if directory.layer == found.layer {
+                device = found.status.device
+            } else {
+                guard let status = try? directory.descriptor.status() else { continue }
+                device = status.device
+            }
+            guard device != layer.rootStatus.device else { continue }
+            throw PathError(
+                path: stack.displayPath(path.display(appending: found.name), in: directory.layer),
+                reason: "another file system is mounted here; a layer is one file system (the kernel overlay does "
+                    + "not cross mounts inside a layer): unmount it, or give it as a layer of its own")
+        }
     }
 
     /// The resolver's lookup, with failures turned into a ``PathError`` naming the layer that

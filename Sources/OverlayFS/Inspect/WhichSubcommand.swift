@@ -25,47 +25,84 @@ enum WhichSubcommand: Subcommand {
             path hides it) or deleted (a whiteout, an opaque directory or a non-directory above it), naming the
             lowest layer that hides it. Whiteouts at the path are listed too.
 
-            EXIT STATUS: 0 when every path is in the merged tree, 1 when one is not (or on an error), 64 on a
-            usage error.
+            Each path stands alone: one that cannot be resolved (a symlink loop, a name over 255 bytes, a file
+            given with a trailing /) or whose versions cannot be read is reported (an Error: line on stderr, an
+            "error" in JSON) and the others follow.
+
+            EXIT STATUS: 0 when every path is in the merged tree, 1 when one is not or had an error, 64 on a usage
+            error.
 
             EXAMPLES:
               layermount which base/ app/ -- /usr/bin/python3.11 /etc/passwd
             """)
 
-    static func run(_ parsed: CommandLineParser.Parsed, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
-        let format = try InspectCommand.whiteoutFormat(parsed)
-        let layerPaths = try InspectCommand.layers(parsed)
-        guard let paths = parsed.afterSeparator, !paths.isEmpty else {
+    /// What `which` found for one path: a report, or why the path could not be resolved.
+    enum Outcome {
+        case report(PathReport)
+        case failure(given: [UInt8], PathError)
+    }
+
+    static func run(_ invocation: Invocation, output: OutputBuffer, errors: OutputBuffer) throws -> Int32 {
+        let format = try invocation.whiteoutFormat()
+        let layerPaths = try invocation.layers()
+        guard let paths = invocation.afterSeparator, !paths.isEmpty else {
             throw CommandLineParser.UsageError("Missing expected argument '-- <path> ...'")
         }
-        let hash = !parsed.flag("no-hash")
-        let stack = try InspectedStack(paths: layerPaths, format: format, hashArchiveContent: hash)
+        let hash = !invocation.flag("no-hash")
+        let stack = try InspectedStack(layers: layerPaths, format: format, hashArchiveContent: hash)
         defer { stack.close() }
         let resolver = MergedPath(stack: stack)
-        var reports: [PathReport] = []
-        for path in InspectCommand.pathArguments(parsed) {
-            reports.append(try resolver.report(path, hashContent: hash))
+        var outcomes: [Outcome] = []
+        // Each path stands alone: a path that cannot be resolved is reported and the others follow.
+        for path in invocation.mergedPaths() {
+            try Interruption.shared.check()
+            do {
+                outcomes.append(.report(try resolver.report(path, hashContent: hash)))
+            } catch {
+                if Interruption.shared.isRequested { throw error }
+                outcomes.append(.failure(given: path, error))
+            }
         }
-        if parsed.flag("json") {
+        if invocation.flag("json") {
             var json = JSONWriter()
             json.beginDocument(command: "which")
             json.layers(stack)
             json.key("paths")
             json.beginArray()
-            for report in reports { write(report, to: &json) }
+            for outcome in outcomes {
+                switch outcome {
+                case .report(let report): write(report, to: &json)
+                case .failure(let given, let error): write(failure: error, given: given, to: &json)
+                }
+            }
             json.endArray()
             json.endObject()
             output.write(json.text + "\n")
         } else {
-            for report in reports { output.write(text(report)) }
+            for outcome in outcomes {
+                if case .report(let report) = outcome { output.write(text(report)) }
+            }
         }
-        return reports.allSatisfy { $0.provider != nil } ? ExitCode.success : ExitCode.failure
+        var failed = false
+        for outcome in outcomes {
+            switch outcome {
+            case .report(let report):
+                for problem in report.problems { errors.write("Error: \(problem.description)\n") }
+                failed = failed || report.provider == nil || !report.problems.isEmpty
+            case .failure(_, let error):
+                errors.write("Error: \(error.description)\n")
+                failed = true
+            }
+        }
+        return failed ? ExitCode.failure : ExitCode.success
     }
 
     static func text(_ report: PathReport) -> String {
         let path = report.path.absoluteDisplay
         var out = path
-        if report.given != path && "/" + report.given != path { out += " (from \(report.given))" }
+        var given = Substring(report.given)
+        while given.count > 1 && given.hasSuffix("/") { given = given.dropLast() }
+        if given != path && "/" + given != path { out += " (from \(report.given))" }
         if let provider = report.provider {
             out += ": layer \(provider.rawValue + 1)\n"
         } else {
@@ -73,7 +110,10 @@ enum WhichSubcommand: Subcommand {
         }
         out += versionLines(report.versions)
         if let literal = report.literalPath {
-            out += "  as written, \(literal.absoluteDisplay) (a symlink replaces a parent):"
+            let lexical = literal.absoluteDisplay
+            out += "  as written (\(report.given.hasPrefix("/") ? report.given : "/" + report.given)"
+            if report.given != lexical && "/" + report.given != lexical { out += ", lexically \(lexical)" }
+            out += "), without following symlinks:"
             out += report.literalVersions.isEmpty ? " no layer holds it\n" : "\n"
             out += versionLines(report.literalVersions)
         }
@@ -97,6 +137,7 @@ enum WhichSubcommand: Subcommand {
                 out += ", \(EntryFormat.octal(status)) \(status.userID):\(status.groupID)"
                 if let hash = version.contentHash { out += ", xxh3 \(hash)" }
                 if let target = version.linkTarget { out += " -> \(escapeForDisplay(target))" }
+                if let problem = version.problem { out += ", unreadable: \(problem)" }
             }
             if let hiding = version.hiding {
                 let how = hiding.isShadowing ? "shadowed" : "deleted"
@@ -136,6 +177,21 @@ enum WhichSubcommand: Subcommand {
         json.endObject()
     }
 
+    /// The JSON object of a path that could not be resolved.
+    static func write(failure error: PathError, given: [UInt8], to json: inout JSONWriter) {
+        json.beginObject()
+        json.field("path", MergedPath.lexical(given)?.absoluteDisplay ?? escapeForDisplay(given))
+        json.field("given", escapeForDisplay(given))
+        json.field("present", false)
+        json.key("layer")
+        json.null()
+        json.field("error", error.reason)
+        json.key("versions")
+        json.beginArray()
+        json.endArray()
+        json.endObject()
+    }
+
     static func writeVersions(_ versions: [PathVersion], to json: inout JSONWriter) {
         json.beginArray()
         for version in versions {
@@ -147,6 +203,7 @@ enum WhichSubcommand: Subcommand {
                 json.field("state", "whiteout")
             case .entry(let status):
                 EntryFormat.writeMetadata(status, target: version.linkTarget, hash: version.contentHash, to: &json)
+                if let problem = version.problem { json.field("error", problem) }
                 if let hiding = version.hiding {
                     json.field("state", hiding.isShadowing ? "shadowed" : "deleted")
                     json.field("hidden_by", hiding.layer.rawValue + 1)
