@@ -26,7 +26,9 @@ final class ScratchDirectory: Sendable {
             guard let pointer = buffer.baseAddress else { return false }
             return mkdtemp(pointer) != nil
         }
-        guard made else { throw PathError(path: base, errno: .current, what: "scratch directory") }
+        guard made else {
+            throw PathError.writing(escapeForDisplay(Array(base.utf8)), .current, what: "scratch directory")
+        }
         path = CommandLinePath(bytes: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) })
         CleanupRegistry.shared.register(path)
     }
