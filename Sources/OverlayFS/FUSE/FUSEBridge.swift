@@ -12,13 +12,9 @@ final class FUSEBridge: Sendable {
     let kernelOpensFiles = Atomic<Bool>(false)
     /// The same for directories (`FUSE_CAP_NO_OPENDIR_SUPPORT`).
     let kernelOpensDirectories = Atomic<Bool>(false)
-    /// Whether `-d` was given: log errors of requests to stderr.
-    let debug: Bool
-
-    /// A bridge to `fileSystem`; `debug` as `-d` says.
-    init(fileSystem: OverlayFileSystem, debug: Bool) {
+    /// A bridge to `fileSystem`.
+    init(fileSystem: OverlayFileSystem) {
         self.fileSystem = fileSystem
-        self.debug = debug
     }
 
     /// The bridge of the session a request belongs to.

@@ -35,7 +35,7 @@ public enum LayerMount {
         let fileSystem = OverlayFileSystem(stack: stack, options: options) { message in
             if verbose { writeToStandardError("layermount: \(message)\n") }
         }
-        let bridge = FUSEBridge(fileSystem: fileSystem, debug: configuration.debug)
+        let bridge = FUSEBridge(fileSystem: fileSystem)
         let userdata = Unmanaged.passRetained(bridge)
         defer { userdata.release() }
 
