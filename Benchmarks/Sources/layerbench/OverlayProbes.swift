@@ -1,7 +1,7 @@
 import Glibc
 
-/// Daemon memory of a FUSE engine: a fresh mount, its RSS, a full metadata walk, its RSS again,
-/// then a read of every file. The walk leaves every entry in the kernel's dentry cache, so the
+/// Daemon memory of a FUSE engine: a fresh mount, its RSS once the top directory is listed, a
+/// full metadata walk, its RSS again, then a read of every file. The walk leaves every entry in the kernel's dentry cache, so the
 /// daemon holds one node per entry: (RSS after the walk - RSS at mount) / entries is the cost of
 /// a cached inode.
 struct MemoryProbe {
@@ -9,15 +9,15 @@ struct MemoryProbe {
     var engine: Engine
     /// The stack's name.
     var stack: String
-    /// RSS right after mounting, KiB.
+    /// RSS after mounting and listing the top directory (the baseline), KiB.
     var mountedKiB = 0
-    /// RssAnon right after mounting, KiB.
+    /// RssAnon at the baseline, KiB.
     var mountedAnonKiB = 0
     /// RSS after the walk, KiB.
     var walkedKiB = 0
     /// RssAnon after the walk, KiB.
     var walkedAnonKiB = 0
-    /// Entries the walk listed (lines of find output, the root included).
+    /// Entries the walk added to the cache (lines of find output, less those of the baseline).
     var entries = 0
     /// RSS after reading every file (descriptor caches filled), KiB.
     var readKiB = 0
@@ -51,11 +51,16 @@ struct MemoryProbe {
         }
         defer { mount.unmount() }
         do {
+            // Touch the code paths of the walk (lookup, readdirplus, getattr) on the top directory
+            // first, so that the baseline holds the daemon's code pages and the delta is the
+            // cost of the nodes alone.
+            let warm = try Subprocess.run(
+                ["find", ".", "-maxdepth", "1", "-printf", "%y %s %P\\n"], directory: mount.mountPoint)
             guard let start = settledStatus(mount) else { throw CommandError(description: "daemon pid not found") }
             probe.mountedKiB = start.rssKiB
             probe.mountedAnonKiB = start.anonKiB
             let walk = try Subprocess.run(["find", ".", "-printf", "%y %s %P\\n"], directory: mount.mountPoint)
-            probe.entries = walk.outputLines
+            probe.entries = walk.outputLines - warm.outputLines
             guard let walked = settledStatus(mount) else { throw CommandError(description: "daemon gone") }
             probe.walkedKiB = walked.rssKiB
             probe.walkedAnonKiB = walked.anonKiB

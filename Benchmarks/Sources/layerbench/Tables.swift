@@ -117,7 +117,7 @@ func printMemoryTable(_ probes: [MemoryProbe], targets: TargetLog) {
     guard !probes.isEmpty else { return }
     var table = TextTable(
         [
-            "stack", "engine", "RSS mounted", "RSS after walk", "entries walked", "B/inode (RSS)", "B/inode (anon)",
+            "stack", "engine", "RSS at start", "RSS after walk", "entries walked", "B/inode (RSS)", "B/inode (anon)",
             "RSS after read-all", "VmHWM", "threads",
         ], leftColumns: 2)
     for probe in probes {
@@ -139,7 +139,7 @@ func printMemoryTable(_ probes: [MemoryProbe], targets: TargetLog) {
         }
     }
     emit(
-        "\nFUSE daemon memory (fresh mount; VmRSS from /proc/PID/status; walk = find -printf of the whole tree, which leaves every entry cached in the kernel and so in the daemon; B/inode = RSS delta of the walk / entries walked):\n"
+        "\nFUSE daemon memory (fresh mount; VmRSS and RssAnon from /proc/PID/status; start = after listing the top directory, so code pages are in; walk = find -printf of the whole tree, which leaves every entry cached in the kernel and so in the daemon; B/inode = RSS growth over the walk / entries it added):\n"
     )
     emit(table.text)
 }
