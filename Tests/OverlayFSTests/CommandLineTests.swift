@@ -11,7 +11,7 @@ func layermountProcesses(naming path: String) -> [pid_t] {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
     return entries.compactMap { entry -> pid_t? in
         guard let pid = pid_t(entry),
-            let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+            let data = readWholeFile("/proc/\(entry)/cmdline")
         else { return nil }
         let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         guard let program = arguments.first, program.hasSuffix("layermount"), arguments.contains(path) else {

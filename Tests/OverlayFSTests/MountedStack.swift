@@ -4,6 +4,8 @@ import LayerCore
 import TestSupport
 import Testing
 
+@testable import OverlayFS
+
 /// A layer stack built from steps and mounted with the built `layermount` binary. Call
 /// ``unmount()`` in a `defer`: it runs `fusermount3 -u`, then `-uz`, with bounded waits.
 final class MountedStack {
@@ -64,11 +66,9 @@ final class MountedStack {
 
     /// Whether something is mounted at `path` (per /proc/self/mountinfo).
     static func isMounted(_ path: String) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
-        return text.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && fields[4].replacingOccurrences(of: "\\040", with: " ") == path
-        }
+        // Foundation's file readers stop after the first chunk of a /proc file: read it all.
+        guard let bytes = readWholeFile("/proc/self/mountinfo") else { return false }
+        return MountTable(parsing: String(decoding: bytes, as: UTF8.self)).mount(at: path) != nil
     }
 
     struct MountFailure: Error, CustomStringConvertible {

@@ -136,3 +136,20 @@ public func builtProductsDirectory() -> String {
 public func builtExecutable(_ name: String) -> String {
     builtProductsDirectory() + "/" + name
 }
+
+/// The whole contents of a file read with `read(2)` until end of file, or nil when it cannot
+/// be opened. Unlike `FileManager.contents(atPath:)` this reads all of a `/proc` file, whose
+/// size `stat` reports as 0 (Foundation then returns only the first chunk).
+public func readWholeFile(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        guard count > 0 else { return count == 0 ? bytes : nil }
+        bytes.append(contentsOf: chunk[0..<count])
+    }
+}
