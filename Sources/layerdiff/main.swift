@@ -1,5 +1,14 @@
 import DiffEngine
 import Glibc
+import LayerCore
 
 // Parses, runs and maps the outcome to diff(1)'s exit status: all in LayerDiffCommand.
-exit(LayerDiffCommand.main(Array(CommandLine.arguments.dropFirst())))
+// Paths are taken as text: an argument that is not UTF-8 is refused (exit 2, diff(1)'s
+// "trouble") rather than decoded lossily into the name of another file.
+do {
+    exit(LayerDiffCommand.main(try ProcessArguments.utf8()))
+} catch {
+    let message = Array("Error: \(error)\n".utf8)
+    _ = message.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    exit(2)
+}

@@ -62,10 +62,20 @@ func helpMain(_ arguments: [String]) -> Int32 {
     }
 }
 
-let arguments = Array(CommandLine.arguments.dropFirst())
+// The lossy decoding is only used to pick the subcommand.
+let lossyArguments = Array(CommandLine.arguments.dropFirst())
 // The stack-reading subcommands (inspect, which, ls, and `help <one of them>`).
 // They read the raw argument bytes themselves (paths need not be UTF-8) and handle SIGINT/SIGTERM/SIGHUP.
-if InspectCommand.handles(arguments) { exit(InspectCommand.main()) }
+if InspectCommand.handles(lossyArguments) { exit(InspectCommand.main()) }
+// The mount takes its paths as text: refuse an argument that is not UTF-8 rather than mount
+// another path (CommandLine.arguments would replace the bad bytes with U+FFFD).
+let arguments: [String]
+do {
+    arguments = try ProcessArguments.utf8()
+} catch {
+    printError("Error: \(error)\n")
+    exit(ExitCode.usage)
+}
 let status: Int32
 switch arguments.first {
 case "help":

@@ -23,6 +23,19 @@ struct CLITests {
             ], in: temp.url("b"))
     }
 
+    @Test("a path that is not UTF-8 is refused (exit 2), not decoded into another path")
+    func nonUTF8PathsAreRefused() {
+        let temp = TemporaryDirectory()
+        // The lossy decoding of the bad name exists and differs from b: a mangled run would exit 1.
+        LayerBuilder.apply([.dir("a\u{FFFD}"), .file("a\u{FFFD}/only-here", "x"), .dir("b")], in: temp.path)
+        let base = shellQuote(temp.path)
+        let result = shell(
+            "mkdir \(base)/\"$(printf 'a\\377')\" && \(shellQuote(Self.layerdiff)) \(base)/\"$(printf 'a\\377')\" \(base)/b")
+        #expect(result.status == 2, "\(result.err)")
+        #expect(result.out.isEmpty)
+        #expect(result.err.hasPrefix("Error: argument 1 '\(temp.path)/a\\xff' is not valid UTF-8"), "\(result.err)")
+    }
+
     @Test("golden text output; exit 1 when the trees differ")
     func goldenText() {
         let temp = TemporaryDirectory()

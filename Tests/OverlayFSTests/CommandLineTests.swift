@@ -101,6 +101,22 @@ struct CommandLineTests {
         }
     }
 
+    @Test func pathsThatAreNotUTF8AreRefusedNotMangled() throws {
+        // CommandLine.arguments would turn the \xff into U+FFFD and name another directory:
+        // the mount must refuse the argument, mount nothing and create nothing.
+        let temp = TemporaryDirectory()
+        // The directory the lossy decoding would name exists: mounting it would "succeed".
+        LayerBuilder.apply([.dir("lay\u{FFFD}er"), .file("lay\u{FFFD}er/decoy", "x"), .dir("mnt")], in: temp.path)
+        let bad = "$(printf 'lay\\377er')"
+        let result = shell(
+            "mkdir \(shellQuote(temp.url("")))/\"\(bad)\" && \(shellQuote(builtExecutable("layermount"))) "
+                + "\(shellQuote(temp.url("")))/\"\(bad)\" \(shellQuote(temp.url("mnt")))")
+        #expect(result.status == ExitCode.usage, "\(result.err)")
+        #expect(result.err.hasPrefix("Error: argument 1 '\(temp.path)/lay\\xffer' is not valid UTF-8"), "\(result.err)")
+        #expect(!MountedStack.isMounted(temp.url("mnt")))
+        #expect(names(temp.url("mnt")) == [])
+    }
+
     @Test func unreadableLayerIsNamedAsGiven() throws {
         let temp = TemporaryDirectory()
         LayerBuilder.apply([.dir("secret"), .dir("open"), .dir("mnt"), .chmod("secret", 0o700)], in: temp.path)

@@ -24,18 +24,7 @@ public enum InspectCommand {
 
     /// The process's arguments, without the program name, as the bytes the shell passed
     /// (`CommandLine.arguments` replaces bytes that are not UTF-8 with U+FFFD).
-    public static func processArguments() -> [[UInt8]] {
-        (1..<Int(CommandLine.argc)).map { index -> [UInt8] in
-            guard let pointer = CommandLine.unsafeArgv[index] else { return [] }
-            var bytes: [UInt8] = []
-            var offset = 0
-            while pointer[offset] != 0 {
-                bytes.append(UInt8(bitPattern: pointer[offset]))
-                offset += 1
-            }
-            return bytes
-        }
-    }
+    public static func processArguments() -> [[UInt8]] { ProcessArguments.raw() }
 
     /// The command-line entry point for `main.swift`: installs the signal handling of
     /// ``Interruption`` (call it before any other thread starts), raises the open-file limit and
