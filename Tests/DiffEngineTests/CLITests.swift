@@ -30,7 +30,8 @@ struct CLITests {
         LayerBuilder.apply([.dir("a\u{FFFD}"), .file("a\u{FFFD}/only-here", "x"), .dir("b")], in: temp.path)
         let base = shellQuote(temp.path)
         let result = shell(
-            "mkdir \(base)/\"$(printf 'a\\377')\" && \(shellQuote(Self.layerdiff)) \(base)/\"$(printf 'a\\377')\" \(base)/b")
+            "mkdir \(base)/\"$(printf 'a\\377')\" && \(shellQuote(Self.layerdiff)) \(base)/\"$(printf 'a\\377')\" \(base)/b"
+        )
         #expect(result.status == 2, "\(result.err)")
         #expect(result.out.isEmpty)
         #expect(result.err.hasPrefix("Error: argument 1 '\(temp.path)/a\\xff' is not valid UTF-8"), "\(result.err)")
