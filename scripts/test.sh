@@ -42,8 +42,13 @@ grep -Ev '^\[[0-9]+/[0-9]+\]|^Building|^Build complete|^Compiling' .build/test-b
 test "$build_status" = 0
 
 step "swift test"
-swift test --skip-build --parallel 2>&1 | tail -n 40
-test "${PIPESTATUS[0]}" = 0
+# The whole log stays in .build/swift-test.log; print every failure and the summary (a bare
+# tail would hide failures reported early).
+test_status=0
+swift test --skip-build --parallel >.build/swift-test.log 2>&1 || test_status=$?
+grep -E '✘|recorded an issue|Fatal error|error:|^real pair' .build/swift-test.log | head -n 200 || true
+tail -n 3 .build/swift-test.log
+test "$test_status" = 0
 
 [ -n "$QUICK" ] && exit 0
 
