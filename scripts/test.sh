@@ -58,13 +58,16 @@ export PATH=$BIN:$PATH
 step "conformance: layermount vs kernel overlayfs (read-only cases, both whiteout formats)"
 # {lowers} is top first, so the -o lowerdir= form; read-write cases need an upper layer (later).
 RO_CASES=$(cd "$SHARED/conformance/cases" && ls ro_*.sh)
+# A fresh results directory per run (two runs at once must not share one); kept on failure.
+CONFORMANCE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/layermount-conformance.XXXXXX")
 for fmt in overlay oci; do
   # shellcheck disable=SC2086
   LAYERMOUNT_CMD='layermount -o lowerdir={lowers} {mnt}' LAYERMOUNT_WHITEOUT=$fmt \
-    "$SHARED/conformance/harness.sh" -q -r "${TMPDIR:-/tmp}/layermount-conformance/$fmt" -e layermount $RO_CASES \
+    "$SHARED/conformance/harness.sh" -q -r "$CONFORMANCE_DIR/$fmt" -e layermount $RO_CASES \
     | grep -v '^PASS'
-  test "${PIPESTATUS[0]}" = 0
+  test "${PIPESTATUS[0]}" = 0 || { echo "conformance results kept in $CONFORMANCE_DIR"; exit 1; }
 done
+rm -rf "$CONFORMANCE_DIR"
 step "diff: layerdiff on the 43 ../shared/diffcases scenarios (round trip, also applied by umoci; MINIMAL)"
 # MINIMAL entry counts, exact round trips (the spec applier and umoci), refusals where no OCI
 # layer can hold the change. The seeded random round trips (LAYERDIFF_ROUNDTRIPS, default 300;
