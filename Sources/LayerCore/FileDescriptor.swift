@@ -40,11 +40,41 @@ public final class FileDescriptor: Sendable {
 
     /// Opens `path` below this directory without following any symlink on the way and without
     /// leaving the directory (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`).
-    /// The root path opens `.`.
+    /// The root path opens `.`. A path longer than `PATH_MAX` is resolved a run of components
+    /// at a time (each run beneath the directory the previous one opened), so depth is no limit.
     ///
     /// - Throws: `ELOOP` when a component is a symlink, `EXDEV` for an escape, other errnos.
     /// - Wraps openat2(2).
     public func open(beneath path: RelativePath, flags: CInt, mode: mode_t = 0) throws(Errno) -> FileDescriptor {
+        guard path.bytes.count >= Self.longPathThreshold, path.components.count > 1 else {
+            return try openBeneathOnce(path, flags: flags, mode: mode)
+        }
+        // Split into runs shorter than the threshold; every run but the last names a directory.
+        var runs: [[FileName]] = [[]]
+        var runLength = 0
+        for component in path.components {
+            let added = (runs[runs.count - 1].isEmpty ? 0 : 1) + component.bytes.count
+            if !runs[runs.count - 1].isEmpty, runLength + added >= Self.longPathThreshold {
+                runs.append([component])
+                runLength = component.bytes.count
+            } else {
+                runs[runs.count - 1].append(component)
+                runLength += added
+            }
+        }
+        var directory: FileDescriptor?
+        for run in runs.dropLast() {
+            directory = try (directory ?? self).openBeneathOnce(
+                RelativePath(components: run), flags: O_RDONLY | O_DIRECTORY | CLS_O_PATH, mode: 0)
+        }
+        return try (directory ?? self).openBeneathOnce(
+            RelativePath(components: runs[runs.count - 1]), flags: flags, mode: mode)
+    }
+
+    /// Paths at least this long are resolved in runs (below `PATH_MAX`, 4096, with room).
+    static let longPathThreshold = 3_072
+
+    private func openBeneathOnce(_ path: RelativePath, flags: CInt, mode: mode_t) throws(Errno) -> FileDescriptor {
         var bytes = path.bytes.map { CChar(bitPattern: $0) }
         bytes.append(0)
         let resolve = CLS_RESOLVE_BENEATH | CLS_RESOLVE_NO_SYMLINKS | CLS_RESOLVE_NO_MAGICLINKS

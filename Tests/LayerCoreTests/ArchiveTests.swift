@@ -142,7 +142,7 @@ struct ArchiveTests {
             case .absolute: ["/etc/passwd", "//x"]
             case .parentReference: ["../x", "a/../../x", "a/.."]
             case .nameTooLong: [String(repeating: "n", count: 256)]
-            case .pathTooLong: [String(repeating: "a/", count: 2100)]
+            case .pathTooLong: [String(repeating: "a/", count: 33_000)]
             case .invalidName: ["a\0b"]
             }
         for path in stored {

@@ -5,7 +5,7 @@ import LayerCore
 /// outside the root.
 ///
 /// 1. The layer is read once to check it: every path is normalised (absolute names, `..`,
-///    names over 255 bytes, paths over 4096 bytes are refused), hard-link targets likewise, a
+///    names over 255 bytes, paths over 64 KiB are refused), hard-link targets likewise, a
 ///    path below a symlink the layer itself creates is refused, whiteouts of `.` or `..` are
 ///    refused, and device nodes are refused unless running as root. Nothing is written yet.
 /// 2. Whiteouts and opaque markers are applied to the lower content (what ROOT holds now).

@@ -109,11 +109,16 @@ public struct ArchiveEntry: Sendable, Hashable {
         return bytes
     }
 
+    /// The longest stored path accepted (64 KiB): far deeper than any real tree, and more than
+    /// `PATH_MAX`, since paths are resolved a run of components at a time; the bound keeps a
+    /// hostile archive from making the reader build absurd paths.
+    public static let maximumPathLength = 65_536
+
     /// The entry's path checked and normalised: a leading `./` and trailing `/` dropped, `.` and
     /// empty components skipped; the root is ``RelativePath/root``.
     ///
     /// - Throws: ``ArchivePathProblem`` for an absolute path, a `..` component, a NUL, a name
-    ///   longer than 255 bytes or a path longer than 4096 bytes.
+    ///   longer than 255 bytes or a path longer than ``maximumPathLength`` bytes.
     public func normalizedPath() throws(ArchivePathProblem) -> RelativePath {
         try ArchiveEntry.normalize(path)
     }
@@ -123,7 +128,7 @@ public struct ArchiveEntry: Sendable, Hashable {
     ///
     /// - Throws: ``ArchivePathProblem``.
     public static func normalize(_ bytes: [UInt8]) throws(ArchivePathProblem) -> RelativePath {
-        if bytes.count > 4096 { throw .pathTooLong }
+        if bytes.count > maximumPathLength { throw .pathTooLong }
         if bytes.first == 0x2F { throw .absolute }
         if bytes.contains(0) { throw .invalidName }
         var components: [FileName] = []
@@ -145,7 +150,7 @@ public enum ArchivePathProblem: Error, Sendable, Hashable, CustomStringConvertib
     case parentReference
     /// A component is longer than 255 bytes.
     case nameTooLong
-    /// The path is longer than 4096 bytes.
+    /// The path is longer than ``ArchiveEntry/maximumPathLength`` bytes.
     case pathTooLong
     /// The path contains a NUL byte.
     case invalidName
@@ -155,7 +160,7 @@ public enum ArchivePathProblem: Error, Sendable, Hashable, CustomStringConvertib
         case .absolute: "absolute path in the archive"
         case .parentReference: "path climbs out with '..'"
         case .nameTooLong: "file name longer than 255 bytes"
-        case .pathTooLong: "path longer than 4096 bytes"
+        case .pathTooLong: "path longer than \(ArchiveEntry.maximumPathLength) bytes"
         case .invalidName: "path contains a NUL byte"
         }
     }

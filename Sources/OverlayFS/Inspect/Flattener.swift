@@ -379,7 +379,7 @@ private struct DirectoryWriter: StackVisitor {
         }
         do throws(Errno) {
             guard let firstName = first.lastName else { throw Errno.invalidArgument }
-            let firstParent = try root.openDirectory(beneathLong: first.parent)
+            let firstParent = try root.open(beneath: first.parent, flags: O_RDONLY | O_DIRECTORY)
             try TreeMaker.link(entry.name, in: parent, to: firstName, in: firstParent)
         } catch {
             throw failure(entry, error)

@@ -352,7 +352,7 @@ extension MergedPath {
         }
         let parent: FileDescriptor
         do {
-            parent = try root.openDirectory(beneathLong: path.parent)
+            parent = try root.open(beneath: path.parent, flags: O_RDONLY | O_DIRECTORY)
         } catch .noEntry, .notDirectory, .tooManySymlinks {
             return []
         } catch {
@@ -429,7 +429,7 @@ extension MergedPath {
         guard let name = path.lastName else { return true }
         let format = stack.stack[layer].format
         if format.honorsOCI && Whiteout.ociMarker(for: name) != nil { return false }
-        guard let parent = try? stack.stack[layer].root.openDirectory(beneathLong: path.parent),
+        guard let parent = try? stack.stack[layer].root.open(beneath: path.parent, flags: O_RDONLY | O_DIRECTORY),
             let status = try? parent.statusIfPresent(of: name)
         else { return false }
         return !(format.honorsOverlay && Whiteout.isOverlayWhiteout(status))

@@ -151,7 +151,8 @@ public struct StackReport: Sendable {
         var hashes: [ContentHash] = []
         for layer in [file.layer, file.hiding.layer] {
             guard
-                let parent = try? stack.stack[layer].root.openDirectory(beneathLong: file.relativePath.parent),
+                let parent = try? stack.stack[layer].root.open(
+                    beneath: file.relativePath.parent, flags: O_RDONLY | O_DIRECTORY),
                 let status = try? parent.status(of: name), stack.status(of: status, in: layer).type == .regular
             else { return nil }
             if stack.status(of: status, in: layer).size != file.size { return false }
