@@ -31,6 +31,15 @@ static const uint64_t CLS_RESOLVE_BENEATH = RESOLVE_BENEATH;
 static const uint64_t CLS_RESOLVE_IN_ROOT = RESOLVE_IN_ROOT;
 
 /* getdents64(2): raw directory entries (d_ino, d_off, d_reclen, d_type, d_name). */
+/* open_tree(2) (Linux 5.2, the same number on every architecture): with OPEN_TREE_CLONE a
+ * detached copy of the mount at `path` alone, without the mounts below it, as the kernel's
+ * overlayfs takes its layers (clone_private_mount). Returns an O_PATH descriptor. */
+static const unsigned int CLS_OPEN_TREE_CLONE = 1;        /* OPEN_TREE_CLONE */
+static const unsigned int CLS_OPEN_TREE_CLOEXEC = 02000000; /* O_CLOEXEC */
+static inline int cls_open_tree(int dirfd, const char *path, unsigned int flags) {
+    return (int)syscall(428, dirfd, path, flags);
+}
+
 static inline long cls_getdents64(int fd, void *buf, size_t size) {
     return syscall(SYS_getdents64, fd, buf, size);
 }

@@ -22,7 +22,10 @@ public final class Layer: Sendable {
     public let index: LayerIndex
     /// The path as the user gave it, for messages.
     public let path: String
-    /// The layer's root directory, open `O_RDONLY | O_DIRECTORY`.
+    /// The layer's root directory, open `O_RDONLY | O_DIRECTORY`: when the process may (as
+    /// root), the root of a private copy of its mount without the mounts inside it, so that, as
+    /// in the kernel's overlayfs, a file system mounted inside a layer is not part of it (what it
+    /// covers shows). See ``LayerCore/FileDescriptor/privateMountClone()``.
     public let root: FileDescriptor
     /// The root's status when the stack was opened.
     public let rootStatus: FileStatus
@@ -37,11 +40,16 @@ public final class Layer: Sendable {
         self.path = path
         self.format = format
         do {
-            root = try FileDescriptor.open(path: path, flags: O_RDONLY | O_DIRECTORY)
+            root = Self.withoutSubmounts(try FileDescriptor.open(path: path, flags: O_RDONLY | O_DIRECTORY))
             rootStatus = try root.status()
         } catch {
             throw PathError(path: path, errno: error, what: "layer")
         }
+    }
+
+    /// `root` re-opened through a private mount clone when possible, else `root` itself.
+    static func withoutSubmounts(_ root: FileDescriptor) -> FileDescriptor {
+        (try? root.privateMountClone()) ?? root
     }
 
     /// Wraps a layer directory the caller has opened (`O_RDONLY | O_DIRECTORY`), for paths that
@@ -53,7 +61,7 @@ public final class Layer: Sendable {
         self.index = index
         self.path = path
         self.format = format
-        self.root = root
+        self.root = Self.withoutSubmounts(root)
         do {
             rootStatus = try root.status()
         } catch {

@@ -89,6 +89,18 @@ struct CommandLineTests {
                 [temp.url("l1"), temp.url("l2"), temp.url("l1/inside")],
                 "\(temp.url("l1/inside")): mount point is inside layer 1"
             ),
+            (
+                [temp.url("l1"), temp.url("l1"), temp.url("mnt")],
+                "\(temp.url("l1")): layer 2 is the same directory as layer 1 (\(temp.url("l1"))): layers must not overlap"
+            ),
+            (
+                [temp.url("l1"), temp.url("l2"), temp.url("l1/inside"), temp.url("mnt")],
+                "\(temp.url("l1/inside")): layer 3 is inside layer 1 (\(temp.url("l1")))"
+            ),
+            (
+                [temp.url("l1/inside"), temp.url("l1"), temp.url("mnt")],
+                "\(temp.url("l1")): layer 2 contains layer 1 (\(temp.url("l1/inside")))"
+            ),
             (["--unmount", temp.url("mnt")], "\(temp.url("mnt")): not a mount point"),
             (["--unmount", temp.url("missing")], "\(temp.url("missing")): no such mount point"),
         ]
@@ -185,6 +197,14 @@ struct MountLifecycleTests {
         #expect(waitUntil { layermountProcesses(naming: stack.mountPoint).isEmpty })
         // The mount is left without a daemon ("Transport endpoint is not connected").
         #expect(MountedStack.isMounted(stack.mountPoint))
+        // Mounting again there says what is wrong and how to clear it.
+        let again = layermount(stack.layers + [stack.mountPoint])
+        #expect(again.status == 1)
+        #expect(
+            again.err.hasPrefix(
+                "Error: \(stack.mountPoint): mount point is a FUSE mount whose daemon has gone (transport endpoint "
+                    + "is not connected): unmount it first with 'layermount --unmount \(stack.mountPoint)'"),
+            "\(again.err)")
         let result = layermount(["--unmount", stack.mountPoint])
         #expect(result.status == 0, "\(result.err)")
         #expect(!MountedStack.isMounted(stack.mountPoint))

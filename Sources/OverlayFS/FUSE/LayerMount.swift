@@ -18,6 +18,7 @@ public enum LayerMount {
         let openFiles = FileDescriptor.raiseOpenFileLimit()
         var layerPaths: [String] = []
         for layer in configuration.layers { layerPaths.append(try MountPoint.canonical(layer, what: "layer")) }
+        try MountPoint.checkLayersDoNotOverlap(layerPaths, given: configuration.layers)
         let stack: LayerStack
         do {
             stack = try LayerStack(paths: layerPaths, format: configuration.whiteoutFormat)

@@ -24,7 +24,15 @@ public enum MountPoint {
         let resolved = try canonical(path, what: "mount point")
         var status = stat()
         guard stat(resolved, &status) == 0 else {
-            throw PathError(path: path, errno: Errno.current, what: "mount point")
+            let error = Errno.current
+            if error == Errno(rawValue: ENOTCONN) {
+                throw PathError(
+                    path: path,
+                    reason: "mount point is a FUSE mount whose daemon has gone (transport endpoint is not "
+                        + "connected): unmount it first with 'layermount --unmount \(path)' or 'fusermount3 -u \(path)'",
+                    errno: error)
+            }
+            throw PathError(path: path, errno: error, what: "mount point")
         }
         guard FileType(mode: UInt32(status.st_mode)) == .directory else {
             throw PathError(path: path, reason: "mount point is not a directory")
@@ -46,6 +54,34 @@ public enum MountPoint {
                 reason: "mount point is inside layer \(index + 1) (\(layer)): the mount would contain itself")
         }
         return resolved
+    }
+
+    /// Checks that no layer is another one or inside another one (canonical paths, bottom
+    /// first; `given` as the user wrote them), as the kernel's overlayfs refuses overlapping
+    /// layers (ELOOP): a layer inside another would show twice, and the same one twice is a typo.
+    ///
+    /// - Throws: ``PathError`` naming the later layer of the first overlapping pair.
+    public static func checkLayersDoNotOverlap(_ layers: [String], given: [String]) throws(PathError) {
+        for (later, path) in layers.enumerated() {
+            for earlier in 0..<later {
+                let other = layers[earlier]
+                let relation: String
+                if path == other {
+                    relation = "is the same directory as"
+                } else if path.hasPrefix(other == "/" ? "/" : other + "/") {
+                    relation = "is inside"
+                } else if other.hasPrefix(path == "/" ? "/" : path + "/") {
+                    relation = "contains"
+                } else {
+                    continue
+                }
+                throw PathError(
+                    path: given[later],
+                    reason: "layer \(later + 1) \(relation) layer \(earlier + 1) (\(given[earlier])): layers must not "
+                        + "overlap (the kernel overlay refuses them too)",
+                    errno: .tooManySymlinks)
+            }
+        }
     }
 }
 
