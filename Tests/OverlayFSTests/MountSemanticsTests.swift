@@ -13,9 +13,17 @@ struct MountSemanticsTests {
     @Test func layerAttributeNamesTheProvidingLayerAndIsNotListed() throws {
         let stack = try MountedStack([
             [.file("low", "1"), .dir("d"), .xattr("low", name: "user.keep", value: "v")],
-            [.file("top", "2"), .dir("d"), .symlink("link", target: "low")],
+            [
+                .file("top", "2"), .dir("d"), .symlink("link", target: "low"), .file("own", "3"),
+                .xattr("own", name: "user.layermount.layer", value: "stored"),
+            ],
         ])
         defer { stack.unmount() }
+        // A file that really has the attribute shows its value, as through the kernel overlay.
+        let own = shell("getfattr --only-values -h -n user.layermount.layer \(shellQuote(stack.path("own")))")
+        #expect(own.status == 0 && own.out == "stored", "\(own.out) \(own.err)")
+        let ownList = shell("getfattr -h -d -m - \(shellQuote(stack.path("own")))")
+        #expect(ownList.out.contains("user.layermount.layer=\"stored\""), "\(ownList.out)")
         let get = shell("getfattr --only-values -h -n user.layermount.layer \(shellQuote(stack.path("low")))")
         #expect(get.status == 0 && get.out == "1:\(stack.layers[0])", "\(get.out) \(get.err)")
         for (name, layer) in [("top", 1), ("d", 1), ("", 1)] {

@@ -4,19 +4,25 @@ extension OverlayFileSystem {
     /// The value of extended attribute `name` of a node, from its providing layer. Overlay-
     /// private attributes (`trusted.overlay.*`, `user.overlay.*`) do not exist through the mount.
     /// ``layerAttributeName`` and ``trustedLayerAttributeName`` are answered by the mount
-    /// itself: `INDEX:PATH` of the providing layer (INDEX 1-based, bottom first).
+    /// itself: `INDEX:PATH` of the providing layer (INDEX 1-based, bottom first), unless the
+    /// file really has an attribute of that name: then, as through the kernel overlay, its value.
     ///
     /// - Throws: `ENODATA` when absent or private, `ENOTSUP`, `ESTALE`, other errnos.
     public func getxattr(_ node: NodeID, name: [UInt8]) throws(Errno) -> [UInt8] {
         let record = try inodes.record(of: node)
-        if name == Self.layerAttributeName || name == Self.trustedLayerAttributeName {
+        if Whiteout.isOverlayPrivateAttribute(name) { throw .noData }
+        let stored: [UInt8]
+        do {
+            switch try attributeTarget(node, record) {
+            case .descriptor(let descriptor): stored = try descriptor.extendedAttribute(name)
+            case .entry(let parent, let entry): stored = try parent.extendedAttribute(name, of: entry)
+            }
+        } catch .noData where name == Self.layerAttributeName || name == Self.trustedLayerAttributeName {
+            return Array(layerDescription(record.layer).utf8)
+        } catch .notSupported where name == Self.layerAttributeName || name == Self.trustedLayerAttributeName {
             return Array(layerDescription(record.layer).utf8)
         }
-        if Whiteout.isOverlayPrivateAttribute(name) { throw .noData }
-        switch try attributeTarget(node, record) {
-        case .descriptor(let descriptor): return try descriptor.extendedAttribute(name)
-        case .entry(let parent, let entry): return try parent.extendedAttribute(name, of: entry)
-        }
+        return stored
     }
 
     /// The names of the extended attributes of a node, from its providing layer, without the
