@@ -85,7 +85,7 @@ struct InspectCLITests {
             (temp.url("empty"), "not a layer: neither a directory nor a tar archive"),
             (temp.url("pipe"), "not a layer: a fifo is neither a layer directory nor a layer tarball"),
             (temp.url("image.tar"), "not a layer: this is an image archive"),
-            (temp.url("esc.tar"), "not a layer: entry ../evil: path climbs out with '..'"),
+            (temp.url("esc.tar"), "not a layer: entry ../evil: path has a '..' component"),
         ]
         // Scratch space (tarball skeletons) goes to $TMPDIR and must be gone after a failure too.
         let scratch = temp.url("scratch")

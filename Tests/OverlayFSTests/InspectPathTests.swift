@@ -102,6 +102,12 @@ struct InspectPathTests {
         #expect(directory.out.contains("/dir (from /todir/): layer 1\n"), "\(directory.out)")
         #expect(layermount(["ls"] + layers + ["--", "/todir/"]).out == "L1  sub\n")
         #expect(layermount(["ls"] + layers + ["--", "/etc/conf"]).out == "L1  conf\n")
+        // The empty path names nothing (ENOENT in a system call), not the root.
+        for command in ["which", "ls"] {
+            let empty = layermount([command] + layers + ["--", ""])
+            #expect(empty.status == 1 && empty.out.isEmpty, "\(command): \(empty.out)")
+            #expect(empty.err == "Error: '': no such file or directory (empty path)\n", "\(command): \(empty.err)")
+        }
     }
 
     /// Layer and destination paths are the bytes the shell passed (no U+FFFD); paths in Error

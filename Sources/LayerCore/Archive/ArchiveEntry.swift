@@ -158,7 +158,7 @@ public enum ArchivePathProblem: Error, Sendable, Hashable, CustomStringConvertib
     public var description: String {
         switch self {
         case .absolute: "absolute path in the archive"
-        case .parentReference: "path climbs out with '..'"
+        case .parentReference: "path has a '..' component (refused: it could climb out of the root)"
         case .nameTooLong: "file name longer than 255 bytes"
         case .pathTooLong: "path longer than \(ArchiveEntry.maximumPathLength) bytes"
         case .invalidName: "path contains a NUL byte"
