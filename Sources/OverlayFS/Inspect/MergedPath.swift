@@ -126,7 +126,9 @@ public struct MergedPath: Sendable {
     public func canonical(_ raw: [UInt8], followLast: Bool) throws(PathError) -> RelativePath {
         let display = escapeForDisplay(raw)
         // As for a system call: the empty path names nothing (ENOENT), not the root.
-        if raw.isEmpty { throw PathError(path: "''", reason: "no such file or directory (empty path)", errno: .noEntry) }
+        if raw.isEmpty {
+            throw PathError(path: "''", reason: "no such file or directory (empty path)", errno: .noEntry)
+        }
         var pending = try components(raw, display: display)
         let mustBeDirectory = raw.last == 0x2F || pending.last == [0x2E] || pending.last == [0x2E, 0x2E]
         let followLast = followLast || mustBeDirectory
