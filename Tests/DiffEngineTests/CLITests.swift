@@ -37,6 +37,23 @@ struct CLITests {
         #expect(result.err.hasPrefix("Error: argument 1 '\(temp.path)/a\\xff' is not valid UTF-8"), "\(result.err)")
     }
 
+    @Test("apply refuses a damaged .tar.gz / .tar.zst before touching ROOT", arguments: ["tar.gz", "tar.zst"])
+    func damagedLayersAreRefused(suffix: String) {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply([.dir("a"), .dir("b"), .dir("root"), .file("root/keep", "k")], in: temp.path)
+        let layer = temp.url("layer." + suffix)
+        let made = shell(
+            "head -c 3000000 /dev/urandom > \(shellQuote(temp.url("b/rand"))) && \(shellQuote(Self.layerdiff)) "
+                + "\(shellQuote(temp.url("a"))) \(shellQuote(temp.url("b"))) -o \(shellQuote(layer)) --quiet; "
+                + "printf '\\252' | dd of=\(shellQuote(layer)) bs=1 seek=2000000 conv=notrunc 2>/dev/null")
+        #expect(made.status == 0, "\(made.err)")
+        let result = run(Self.layerdiff, ["apply", layer, temp.url("root")])
+        #expect(result.status == 2)
+        #expect(result.err.hasPrefix("Error: \(layer): damaged layer"), "\(result.err)")
+        #expect(result.err.contains("damaged \(suffix == "tar.gz" ? "gzip" : "zstd") stream"), "\(result.err)")
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: temp.url("root"))) == ["keep"], "ROOT changed")
+    }
+
     @Test("golden text output; exit 1 when the trees differ")
     func goldenText() {
         let temp = TemporaryDirectory()

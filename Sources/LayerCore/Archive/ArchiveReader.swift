@@ -12,6 +12,8 @@ import Glibc
 public final class ArchiveReader {
     private let archive: OpaquePointer
     private let input: FileDescriptor
+    /// The stream, gzip and zstd decoded with their checksums verified (see ``CheckedInput``).
+    private let checked: CheckedInput
     /// Warnings libarchive reported for the entries read so far (for example a name that is not
     /// valid in the locale's charset, kept as raw bytes).
     public private(set) var warnings: [String] = []
@@ -24,12 +26,25 @@ public final class ArchiveReader {
         guard let archive = archive_read_new() else { throw ArchiveError("cannot allocate a libarchive reader") }
         self.archive = archive
         self.input = input
+        checked = CheckedInput(input: input)
         archive_read_support_filter_all(archive)
         archive_read_support_format_tar(archive)
         archive_read_support_format_gnutar(archive)
-        if archive_read_open_fd(archive, input.rawValue, 64 * 1024) != ARCHIVE_OK {
+        archive_read_set_callback_data(archive, Unmanaged.passUnretained(checked).toOpaque())
+        archive_read_set_read_callback(archive) { _, client, buffer in
+            guard let client else { return -1 }
+            let input = Unmanaged<CheckedInput>.fromOpaque(client).takeUnretainedValue()
+            guard let chunk = input.read() else { return -1 }
+            buffer?.pointee = UnsafeRawPointer(chunk.baseAddress)
+            return chunk.count
+        }
+        archive_read_set_skip_callback(archive) { _, client, request in
+            guard let client else { return 0 }
+            return Unmanaged<CheckedInput>.fromOpaque(client).takeUnretainedValue().skip(request)
+        }
+        if archive_read_open1(archive) != ARCHIVE_OK {
             // Every stored property is set, so deinit runs and frees the handle.
-            throw ArchiveReader.failure(archive, "open archive")
+            throw failure("open archive")
         }
     }
 
@@ -38,6 +53,11 @@ public final class ArchiveReader {
     /// The compression libarchive detected (after the first ``next()``); nil for one it does
     /// not name here (xz, bzip2).
     public var compression: ArchiveCompression? {
+        switch checked.codec {
+        case .gzip: return .gzip
+        case .zstd: return .zstd
+        case .none: break
+        }
         let count = archive_filter_count(archive)
         guard count > 1 else { return ArchiveCompression.none }
         switch archive_filter_code(archive, 0) {
@@ -53,11 +73,15 @@ public final class ArchiveReader {
     public func next() throws(ArchiveError) -> ArchiveEntry? {
         var header: OpaquePointer?
         let status = archive_read_next_header(archive, &header)
-        if status == ARCHIVE_EOF { return nil }
+        if status == ARCHIVE_EOF {
+            // The tar ends before its stream does: check the rest (the last CRC or checksum).
+            try checked.finish()
+            return nil
+        }
         if status == ARCHIVE_WARN, let message = archive_error_string(archive) {
             warnings.append(String(cString: message))
         }
-        guard status >= ARCHIVE_WARN, let header else { throw ArchiveReader.failure(archive, "read header") }
+        guard status >= ARCHIVE_WARN, let header else { throw failure("read header") }
         return ArchiveReader.convert(header)
     }
 
@@ -67,7 +91,7 @@ public final class ArchiveReader {
     /// - Throws: ``ArchiveError`` for a damaged or truncated archive.
     public func readData(into buffer: UnsafeMutableRawBufferPointer) throws(ArchiveError) -> Int {
         let count = archive_read_data(archive, buffer.baseAddress, buffer.count)
-        if count < 0 { throw ArchiveReader.failure(archive, "read data") }
+        if count < 0 { throw failure("read data") }
         return count
     }
 
@@ -82,7 +106,7 @@ public final class ArchiveReader {
         var offset: Int64 = 0
         let status = archive_read_data_block(archive, &buffer, &size, &offset)
         if status == ARCHIVE_EOF { return nil }
-        guard status >= ARCHIVE_WARN else { throw ArchiveReader.failure(archive, "read data") }
+        guard status >= ARCHIVE_WARN else { throw failure("read data") }
         return (UnsafeRawBufferPointer(start: buffer, count: size), offset)
     }
 
@@ -90,7 +114,7 @@ public final class ArchiveReader {
     ///
     /// - Throws: ``ArchiveError`` for a damaged or truncated archive.
     public func skipData() throws(ArchiveError) {
-        if archive_read_data_skip(archive) < ARCHIVE_WARN { throw ArchiveReader.failure(archive, "skip data") }
+        if archive_read_data_skip(archive) < ARCHIVE_WARN { throw failure("skip data") }
     }
 
     private static func convert(_ header: OpaquePointer) -> ArchiveEntry {
@@ -140,7 +164,9 @@ public final class ArchiveReader {
         return Array(UnsafeBufferPointer(start: pointer, count: strlen(pointer))).map { UInt8(bitPattern: $0) }
     }
 
-    private static func failure(_ archive: OpaquePointer, _ what: String) -> ArchiveError {
+    private func failure(_ what: String) -> ArchiveError {
+        // A damaged compressed stream: say so, rather than what libarchive made of the cut.
+        if let damage = checked.failure { return ArchiveError(damage, errno: checked.failureErrno) }
         let message = archive_error_string(archive).map { String(cString: $0) } ?? "libarchive error"
         let code = archive_errno(archive)
         return ArchiveError("\(what): \(message)", errno: code > 0 ? Errno(rawValue: code) : nil)

@@ -19,15 +19,14 @@ import Glibc
 ///   zero bytes, the well-known empty layer).
 /// - gzip is compressed on all CPUs with libdeflate (``ParallelGzip``): fixed 1 MiB blocks,
 ///   one gzip member each, no timestamp or name, the same bytes whatever the thread count;
-///   zstd (libarchive's filter) runs with one worker per CPU, whose output does not depend on
-///   the worker count.
+///   zstd (libzstd, ``ZstdStream``) writes one frame with its content checksum, on one worker
+///   per CPU, whose output does not depend on the worker count.
 ///
 /// The diff_id (SHA-256 of the uncompressed tar) is computed from the tar stream before
 /// compression; the blob digest and size from the bytes written to the output. A class because
 /// it owns the libarchive handles; use it from one thread.
 public final class ArchiveWriter {
     private let tar: OpaquePointer
-    private var compressor: OpaquePointer?
     private let tarSink: DigestSink
     private let blobSink: DigestSink
     private let compression: ArchiveCompression
@@ -57,35 +56,11 @@ public final class ArchiveWriter {
             if compression == .gzip {
                 let blob = blobSink
                 tarSink.gzip = ParallelGzip(level: compressionLevel ?? 6) { blob.receive($0) }
-            } else if compression != .none {
-                guard let inner = archive_write_new() else { throw ArchiveError("cannot allocate a libarchive writer") }
-                compressor = inner
-                try check(inner, archive_write_set_format_raw(inner), "set raw format")
-                switch compression {
-                case .zstd:
-                    try check(inner, archive_write_add_filter_zstd(inner), "add zstd filter")
-                    // Multi-threaded zstd gives the same bytes for any worker count >= 1.
-                    let threads = "\(onlineProcessorCount())"
-                    _ = archive_write_set_filter_option(inner, "zstd", "threads", threads)
-                    if let level = compressionLevel {
-                        try check(
-                            inner, archive_write_set_filter_option(inner, "zstd", "compression-level", "\(level)"),
-                            "zstd level")
-                    }
-                case .none, .gzip: break
+            } else if compression == .zstd {
+                let blob = blobSink
+                tarSink.zstd = ZstdStream(level: compressionLevel ?? 3, threads: onlineProcessorCount()) {
+                    blob.receive($0)
                 }
-                try check(inner, archive_write_set_bytes_per_block(inner, 0), "set block size")
-                try check(
-                    inner,
-                    archive_write_open2(
-                        inner, Unmanaged.passUnretained(blobSink).toOpaque(), nil, archiveWriteCallback, nil, nil),
-                    "open compressor")
-                guard let header = archive_entry_new() else { throw ArchiveError("cannot allocate an entry") }
-                defer { archive_entry_free(header) }
-                archive_entry_set_pathname(header, "layer.tar")
-                archive_entry_set_filetype(header, UInt32(Glibc.S_IFREG))
-                try check(inner, archive_write_header(inner, header), "start compressed stream")
-                tarSink.compressor = inner
             } else {
                 tarSink.forward = blobSink
             }
@@ -96,15 +71,12 @@ public final class ArchiveWriter {
                 "open archive")
         } catch {
             archive_write_free(tar)
-            if let compressor { archive_write_free(compressor) }
-            compressor = nil
             throw error
         }
     }
 
     deinit {
         archive_write_free(tar)
-        if let compressor { archive_write_free(compressor) }
     }
 
     /// Writes the header of `entry`. For a regular file, follow with exactly `entry.size` bytes
@@ -183,8 +155,9 @@ public final class ArchiveWriter {
             throw ArchiveError(
                 "finish compression: \(blobSink.failure ?? .ioError)", errno: blobSink.failure ?? .ioError)
         }
-        if let compressor {
-            if archive_write_close(compressor) != ARCHIVE_OK { throw failure(compressor, "finish compression") }
+        if let zstd = tarSink.zstd, !zstd.finish() {
+            throw ArchiveError(
+                "finish compression: \(blobSink.failure ?? .ioError)", errno: blobSink.failure ?? .ioError)
         }
         if let error = tarSink.failure ?? blobSink.failure {
             throw ArchiveError("write archive: \(error)", errno: error)
@@ -233,8 +206,8 @@ private final class DigestSink {
     var failure: Errno?
     let output: FileDescriptor?
     var forward: DigestSink?
-    var compressor: OpaquePointer?
     var gzip: ParallelGzip?
+    var zstd: ZstdStream?
 
     init(output: FileDescriptor?) { self.output = output }
 
@@ -243,19 +216,7 @@ private final class DigestSink {
         count += Int64(buffer.count)
         if let forward { return forward.receive(buffer) }
         if let gzip { return gzip.write(buffer) }
-        if let compressor {
-            var offset = 0
-            while offset < buffer.count, let base = buffer.baseAddress {
-                let written = archive_write_data(compressor, base + offset, buffer.count - offset)
-                if written <= 0 {
-                    failure =
-                        failure ?? Errno(rawValue: archive_errno(compressor) > 0 ? archive_errno(compressor) : EIO)
-                    return false
-                }
-                offset += written
-            }
-            return true
-        }
+        if let zstd { return zstd.write(buffer) }
         if let output {
             do {
                 try output.writeAll(buffer)
