@@ -54,6 +54,29 @@ struct CLITests {
         #expect((try? FileManager.default.contentsOfDirectory(atPath: temp.url("root"))) == ["keep"], "ROOT changed")
     }
 
+    @Test("apply refuses a layer directory that is ROOT, inside ROOT, or holds ROOT")
+    func overlappingLayerAndRootAreRefused() {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply(
+            [
+                .file("x/file", "important"), .file("l/a", "a"), .dir("l/root"), .file("r/inner/file", "i"),
+                .symlink("alias", target: "x"),
+            ], in: temp.path)
+        let cases: [(String, String, String)] = [
+            ("x", "x", "the layer directory is ROOT itself"),
+            ("alias", "x", "the layer directory is ROOT itself"),
+            ("l", "l/root", "ROOT (\(temp.url("l/root"))) is inside the layer directory"),
+            ("r/inner", "r", "the layer directory is inside ROOT (\(temp.url("r")))"),
+        ]
+        for (layer, root, reason) in cases {
+            let result = run(Self.layerdiff, ["apply", temp.url(layer), temp.url(root)], timeout: 30)
+            #expect(result.status == 2, "\(layer) onto \(root): \(result.err)")
+            #expect(result.err == "Error: \(temp.url(layer)): \(reason): a layer must be applied to a separate tree\n")
+        }
+        #expect(FileManager.default.contents(atPath: temp.url("x/file")) == Data("important".utf8))
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: temp.url("l/root"))) == [])
+    }
+
     @Test("golden text output; exit 1 when the trees differ")
     func goldenText() {
         let temp = TemporaryDirectory()

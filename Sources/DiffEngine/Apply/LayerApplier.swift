@@ -48,11 +48,55 @@ public final class LayerApplier {
         }
         let source: LayerSource
         if FileType(mode: UInt32(status.st_mode)) == .directory {
+            try checkSeparate(layerDirectory: layer)
             source = DirectoryLayerSource(path: layer, format: directoryFormat)
         } else {
             source = TarLayerSource(path: layer)
         }
         try apply(source)
+    }
+
+    /// Refuses a layer directory that is ROOT, lies inside ROOT or holds ROOT: applying it would
+    /// rewrite the files it is reading (`apply X X` truncated every file) or copy itself into
+    /// itself without end. Compared by identity (device and inode, walking up with `..`), so
+    /// symlinks and bind mounts do not hide it.
+    ///
+    /// - Throws: ``DiffError`` naming the layer.
+    private func checkSeparate(layerDirectory layer: String) throws(DiffError) {
+        let directory: FileDescriptor
+        do {
+            directory = try FileDescriptor.open(path: layer, flags: O_RDONLY | O_DIRECTORY)
+        } catch {
+            throw DiffError(PathError(path: layer, errno: error, what: "layer"))
+        }
+        guard let layerChain = Self.ancestry(of: directory), let rootChain = Self.ancestry(of: root) else { return }
+        let reason: String
+        if layerChain[0] == rootChain[0] {
+            reason = "the layer directory is ROOT itself"
+        } else if layerChain.contains(rootChain[0]) {
+            reason = "the layer directory is inside ROOT (\(rootPath))"
+        } else if rootChain.contains(layerChain[0]) {
+            reason = "ROOT (\(rootPath)) is inside the layer directory"
+        } else {
+            return
+        }
+        throw DiffError(path: layer, reason: reason + ": a layer must be applied to a separate tree")
+    }
+
+    /// The identities of a directory and of each of its ancestors up to `/`, nearest first; nil
+    /// when one cannot be read.
+    private static func ancestry(of directory: FileDescriptor) -> [FileIdentity]? {
+        var chain: [FileIdentity] = []
+        var current = directory
+        for _ in 0..<4096 {
+            guard let status = try? current.status() else { return nil }
+            if chain.last == status.identity { return chain }
+            chain.append(status.identity)
+            guard let parent = try? current.open(FileName(unchecked: [0x2E, 0x2E]), flags: O_RDONLY | O_DIRECTORY)
+            else { return nil }
+            current = parent
+        }
+        return chain
     }
 
     /// Applies `source`: checks it, applies its markers, then its entries, then the directory
