@@ -149,7 +149,9 @@ public final class OverlayFileSystem: Sendable {
                 throw .stale
             }
         }
-        guard status.identity == record.identity else {
+        // Same identity and type: a freed inode number can come back for a new file of another
+        // type (ext4 reuses them), which must not pass for the old entry.
+        guard status.identity == record.identity, status.type == record.type else {
             log("\(describe(record)): changed underneath the mount")
             throw .stale
         }
