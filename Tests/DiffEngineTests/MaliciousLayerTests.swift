@@ -131,6 +131,15 @@ struct MaliciousLayerTests {
         #expect(access(space.root + "/etc/passwd", F_OK) == 0)
     }
 
+    @Test("a whiteout marker name used as a directory is refused, naming the layer")
+    func markerNamesAsDirectories() throws {
+        let space = Workspace()
+        let message = try space.apply([Self.file("x/.wh.../canary")])
+        #expect(message?.contains("a whiteout marker name used as a directory") == true, "\(message ?? "")")
+        #expect(message?.contains("x/.wh.../canary") == true)
+        #expect(access(space.root + "/x", F_OK) != 0, "written before the refusal")
+    }
+
     @Test("huge names are refused")
     func hugeNames() throws {
         let space = Workspace()

@@ -56,6 +56,9 @@ public final class LayerApplier {
         try apply(source)
     }
 
+    /// `.wh.`, the prefix of whiteout and opaque marker names.
+    static let markerPrefix: [UInt8] = Array(".wh.".utf8)
+
     /// Refuses a layer directory that is ROOT, lies inside ROOT or holds ROOT: applying it would
     /// rewrite the files it is reading (`apply X X` truncated every file) or copy itself into
     /// itself without end. Compared by identity (device and inode, walking up with `..`), so
@@ -111,11 +114,19 @@ public final class LayerApplier {
         var directories = Set<RelativePath>()
         let privileged = geteuid() == 0
         try source.forEach { (entry, _) throws(DiffError) in
+            // A marker name is never a directory on the way to something else (x/.wh.y/z).
+            if source.honorsOCIMarkers,
+                let marker = entry.path.components.dropLast().first(where: { $0.bytes.starts(with: Self.markerPrefix) })
+            {
+                throw DiffError(
+                    path: "\(source.path): \(entry.display)",
+                    reason: "refused: goes through '\(marker)', a whiteout marker name used as a directory")
+            }
             for length in 1..<max(1, entry.path.components.count) {
                 let prefix = RelativePath(components: Array(entry.path.components.prefix(length)))
                 if symlinks.contains(prefix) {
                     throw DiffError(
-                        path: entry.display,
+                        path: "\(source.path): \(entry.display)",
                         reason:
                             "refused: goes through '\(prefix)', a symlink in the layer (nothing is written through symlinks)"
                     )
@@ -127,21 +138,21 @@ public final class LayerApplier {
             case .meta: break
             case .entry:
                 if entry.path.isRoot && entry.kind != .directory {
-                    throw DiffError(path: entry.display, reason: "refused: the root entry is not a directory")
+                    throw DiffError(path: "\(source.path): \(entry.display)", reason: "refused: the root entry is not a directory")
                 }
                 if (entry.kind == .characterDevice || entry.kind == .blockDevice) && !privileged {
                     throw DiffError(
-                        path: entry.display, reason: "refused: device nodes are only created when running as root")
+                        path: "\(source.path): \(entry.display)", reason: "refused: device nodes are only created when running as root")
                 }
                 if let target = entry.hardLinkTarget {
                     if target.isRoot || directories.contains(target) {
-                        throw DiffError(path: entry.display, reason: "refused: hard link to a directory")
+                        throw DiffError(path: "\(source.path): \(entry.display)", reason: "refused: hard link to a directory")
                     }
                     for length in 1..<max(1, target.components.count) {
                         let prefix = RelativePath(components: Array(target.components.prefix(length)))
                         if symlinks.contains(prefix) {
                             throw DiffError(
-                                path: entry.display, reason: "refused: hard link target goes through a symlink")
+                                path: "\(source.path): \(entry.display)", reason: "refused: hard link target goes through a symlink")
                         }
                     }
                 }

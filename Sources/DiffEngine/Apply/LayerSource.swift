@@ -33,6 +33,11 @@ struct LayerEntry {
 
 /// A layer to apply: read entry by entry, possibly twice (markers first, then entries).
 protocol LayerSource {
+    /// The layer's path as given, for messages.
+    var path: String { get }
+    /// Whether `.wh.` names are markers here (false for an overlay-format directory, where
+    /// they are ordinary names).
+    var honorsOCIMarkers: Bool { get }
     /// Calls `body` for every entry in layer order; `content` fills a regular file's content
     /// when called (at most once, during `body`).
     func forEach(
@@ -42,6 +47,7 @@ protocol LayerSource {
 
 /// A layer tarball of any compression, read with LayerCore's ``ArchiveReader``.
 struct TarLayerSource: LayerSource {
+    var honorsOCIMarkers: Bool { true }
     /// The tarball.
     let path: String
 
@@ -130,6 +136,7 @@ struct TarLayerSource: LayerSource {
 
 /// A layer directory, walked with LayerCore's ``TreeWalker`` (sorted, never through a symlink).
 struct DirectoryLayerSource: LayerSource {
+    var honorsOCIMarkers: Bool { format.honorsOCI }
     /// The layer directory.
     let path: String
     /// The markers it uses.
