@@ -138,21 +138,25 @@ public final class LayerApplier {
             case .meta: break
             case .entry:
                 if entry.path.isRoot && entry.kind != .directory {
-                    throw DiffError(path: "\(source.path): \(entry.display)", reason: "refused: the root entry is not a directory")
+                    throw DiffError(
+                        path: "\(source.path): \(entry.display)", reason: "refused: the root entry is not a directory")
                 }
                 if (entry.kind == .characterDevice || entry.kind == .blockDevice) && !privileged {
                     throw DiffError(
-                        path: "\(source.path): \(entry.display)", reason: "refused: device nodes are only created when running as root")
+                        path: "\(source.path): \(entry.display)",
+                        reason: "refused: device nodes are only created when running as root")
                 }
                 if let target = entry.hardLinkTarget {
                     if target.isRoot || directories.contains(target) {
-                        throw DiffError(path: "\(source.path): \(entry.display)", reason: "refused: hard link to a directory")
+                        throw DiffError(
+                            path: "\(source.path): \(entry.display)", reason: "refused: hard link to a directory")
                     }
                     for length in 1..<max(1, target.components.count) {
                         let prefix = RelativePath(components: Array(target.components.prefix(length)))
                         if symlinks.contains(prefix) {
                             throw DiffError(
-                                path: "\(source.path): \(entry.display)", reason: "refused: hard link target goes through a symlink")
+                                path: "\(source.path): \(entry.display)",
+                                reason: "refused: hard link target goes through a symlink")
                         }
                     }
                 }
