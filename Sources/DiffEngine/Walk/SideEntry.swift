@@ -106,8 +106,10 @@ struct SideReader: Sendable {
     }
 
     /// The overlay bookkeeping an upper-dir entry carries: whether it is marked opaque. Refuses
-    /// redirected and metacopy entries, whose content or children live elsewhere in the lower
-    /// layers (diff the merged tree instead).
+    /// what `--upper` cannot read without the lower layers' own bookkeeping (diff the merged tree
+    /// instead): redirected directories (renamed with `redirect_dir=on`: their lower children
+    /// live at another path), metacopy files (their data lives in a lower layer) and xattr
+    /// whiteouts (`overlay.whiteout`, a format of lower layers only).
     private func overlayFlags(_ attributes: [ExtendedAttribute], _ path: RelativePath) throws(DiffError) -> Bool {
         var opaque = false
         for attribute in attributes {
@@ -115,16 +117,25 @@ struct SideReader: Sendable {
             if Whiteout.opaqueAttributeNames.contains(name) && Whiteout.isOpaqueValue(attribute.value) {
                 opaque = true
             }
-            for kind in ["redirect", "metacopy"] {
+            for (kind, why) in SideReader.unsupportedOverlayAttributes {
                 if name == Array("trusted.overlay.\(kind)".utf8) || name == Array("user.overlay.\(kind)".utf8) {
                     throw DiffError(
                         path: display(path),
-                        reason: "overlay \(kind) entry (its data lives in a lower layer); diff the merged tree instead")
+                        reason:
+                            "overlay \(kind) entry (\(why)), which --upper does not follow; diff the merged tree instead"
+                    )
                 }
             }
         }
         return opaque
     }
+
+    /// Overlay xattrs `--upper` refuses, with what they mean.
+    private static let unsupportedOverlayAttributes = [
+        ("redirect", "a renamed directory whose lower contents live at another path"),
+        ("metacopy", "its data lives in a lower layer"),
+        ("whiteout", "an xattr whiteout, a lower-layer format"),
+    ]
 
     /// The root of the side, open as `root`.
     ///
