@@ -40,6 +40,33 @@ struct RealPairTests {
         #expect(result.summary.examined < 3 * 1704)
     }
 
+    /// layer3 has opaque directories (`var/cache/apt`, whose subdirectory `archives` lost its
+    /// `lock` file): the deletions below them must be in the layer too, in both marker formats.
+    @Test("the upper dirs layer3 and layer3-oci over rootfs2 round-trip to rootfs3, as the full diff does")
+    func upperWithOpaqueDirectories() throws {
+        let corpus = try RealCorpus.ensure()
+        let temp = TemporaryDirectory(prefix: "layerdiff-real")
+        var full: [Change] = []
+        var fullDiff = LayerDiff(a: corpus + "/rootfs2", b: corpus + "/rootfs3")
+        fullDiff.output = .archive(temp.url("full.tar"), .none)
+        let fullResult = try fullDiff.run { full.append($0) }
+        for (layer, format) in [("layer3", WhiteoutFormat.overlay), ("layer3-oci", .oci)] {
+            var overlay = LayerDiff(a: corpus + "/rootfs2", b: corpus + "/" + layer)
+            overlay.upperFormat = format
+            overlay.output = .archive(temp.url(layer + ".tar"), .none)
+            var upper: [Change] = []
+            let result = try overlay.run { upper.append($0) }
+            #expect(upper == full, "\(layer)")
+            #expect(result.summary.layerEntries == fullResult.summary.layerEntries, "\(layer)")
+            #expect(result.archive?.diffID == fullResult.archive?.diffID, "\(layer)")
+            copyTree(corpus + "/rootfs2", temp.url("result-" + layer))
+            try LayerApplier(root: temp.url("result-" + layer)).apply(layer: temp.url(layer + ".tar"))
+            let differences = try TreeSnapshot(corpus + "/rootfs3").differences(
+                to: TreeSnapshot(temp.url("result-" + layer)))
+            #expect(differences == [], "\(layer): \(differences.prefix(20))")
+        }
+    }
+
     /// How our layer differs from layer2 (the upper dir the kernel wrote), and why:
     /// - layer2 carries copy-up noise: parent directories whose own metadata did not change and
     ///   files opened for writing that ended identical (content and mtime); we emit neither;

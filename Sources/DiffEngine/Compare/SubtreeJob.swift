@@ -166,6 +166,9 @@ struct SubtreeDiffer {
         let bEntries = try bReader.entries(of: bDirectory, path: task.path)
         var aDirectory: FileDescriptor?
         var pairs: [Pair]
+        // Below an opaque upper dir (by xattr or `.wh..wh..opq`), A is hidden at every depth: the
+        // merged subtree is exactly the upper's, so its subdirectories are opaque too.
+        var hidesLower = false
         switch task.bKind {
         case .tree:
             if let source = task.a {
@@ -186,7 +189,8 @@ struct SubtreeDiffer {
                     throw DiffError(path: diff.aReader.display(task.path), "cannot list directory", error)
                 }
             }
-            pairs = try upperPairing(task.path, aDirectory: aDirectory, aNames: names, upper: bEntries, opaque: opaque)
+            (pairs, hidesLower) = try upperPairing(
+                task.path, aDirectory: aDirectory, aNames: names, upper: bEntries, opaque: opaque)
         }
         diff.examined.add(pairs.count, ordering: .relaxed)
         let deletions = pairs.filter {
@@ -195,7 +199,7 @@ struct SubtreeDiffer {
         }
         let opaque =
             !task.forced && diff.layerWanted && deletions.count >= 2
-            && chooseOpaque(pairs, deletions.count, aDirectory)
+            && chooseOpaque(pairs, deletions.count, aDirectory, hidesLower: hidesLower)
         let childrenForced = task.forced || opaque
         if diff.layerWanted && !task.forced {
             let time = task.bStatus.modificationTime
@@ -229,13 +233,14 @@ struct SubtreeDiffer {
                 if entry.isDirectory {
                     try descend(
                         DirectoryTask(
-                            path: childPath, a: nil, b: .child(bDirectory, entry.name), bKind: kind(of: entry, task),
+                            path: childPath, a: nil, b: .child(bDirectory, entry.name),
+                            bKind: kind(of: entry, task, hidesLower),
                             bStatus: entry.status, forced: false, bFromA: task.bFromA), into: &items)
                 }
             case .both(let aEntry, let bEntry):
                 try compare(
-                    aEntry, bEntry, forced: childrenForced, task: task, bDirectory: bDirectory,
-                    aDirectory: aDirectory, into: &items)
+                    aEntry, bEntry, forced: childrenForced, task: task, hidesLower: hidesLower,
+                    bDirectory: bDirectory, aDirectory: aDirectory, into: &items)
             case .lower(let name):
                 let childPath = task.path.appending(name)
                 guard childrenForced, let aDirectory,
@@ -246,7 +251,7 @@ struct SubtreeDiffer {
                     path: task.path, a: nil, b: .open(aDirectory), bKind: .tree, bStatus: task.bStatus, forced: true,
                     bFromA: true)
                 try compare(
-                    aEntry, aEntry, forced: true, task: lowerTask, bDirectory: aDirectory,
+                    aEntry, aEntry, forced: true, task: lowerTask, hidesLower: false, bDirectory: aDirectory,
                     aDirectory: aDirectory, into: &items)
             }
         }
@@ -265,9 +270,9 @@ struct SubtreeDiffer {
 
     /// Compares one name of `task`'s directory present on both sides and recurses into
     /// directories. The path is built only for what is kept (the common unchanged file costs no
-    /// allocation).
+    /// allocation). `hidesLower`: `task`'s upper directory is opaque (so B's subdirectories are).
     private mutating func compare(
-        _ a: SideEntry, _ b: SideEntry, forced: Bool, task: DirectoryTask,
+        _ a: SideEntry, _ b: SideEntry, forced: Bool, task: DirectoryTask, hidesLower: Bool,
         bDirectory: FileDescriptor, aDirectory: FileDescriptor?, into items: inout [OutputItem]
     ) throws(DiffError) {
         var aspects = EntryComparison.aspects(a, b)
@@ -283,7 +288,8 @@ struct SubtreeDiffer {
                 // The new directory replaces the old entry whole: nothing of A below it counts.
                 try descend(
                     DirectoryTask(
-                        path: path, a: nil, b: .child(bDirectory, b.name), bKind: kind(of: b, task), bStatus: b.status,
+                        path: path, a: nil, b: .child(bDirectory, b.name), bKind: kind(of: b, task, hidesLower),
+                        bStatus: b.status,
                         forced: false, bFromA: task.bFromA), into: &items)
             }
             return
@@ -300,7 +306,8 @@ struct SubtreeDiffer {
             guard let aDirectory else { return }
             try descend(
                 DirectoryTask(
-                    path: path, a: .child(aDirectory, a.name), b: .child(bDirectory, b.name), bKind: kind(of: b, task),
+                    path: path, a: .child(aDirectory, a.name), b: .child(bDirectory, b.name),
+                    bKind: kind(of: b, task, hidesLower),
                     bStatus: b.status, forced: forced, bFromA: task.bFromA), into: &items)
             return
         }
@@ -325,8 +332,10 @@ struct SubtreeDiffer {
         }
     }
 
-    private func kind(of entry: SideEntry, _ parent: DirectoryTask) -> DirectoryTask.BKind {
-        if case .upper = parent.bKind { return .upper(opaque: entry.overlayOpaque) }
+    /// How to read the B directory `entry` of `parent`; `parentHidesLower` is whether `parent`
+    /// is opaque in the upper dir (itself or through an ancestor), which makes `entry` opaque.
+    private func kind(of entry: SideEntry, _ parent: DirectoryTask, _ parentHidesLower: Bool) -> DirectoryTask.BKind {
+        if case .upper = parent.bKind { return .upper(opaque: parentHidesLower || entry.overlayOpaque) }
         return .tree
     }
 
@@ -370,11 +379,14 @@ struct SubtreeDiffer {
         return pairs
     }
 
+    /// Pairs A's names with an upper directory's entries: whiteouts and (when `opaque` or the
+    /// directory holds an OCI opaque marker) every A name the upper does not have are deletions,
+    /// names only in A are `.lower`. Also returns whether the directory is opaque.
     private func upperPairing(
         _ path: RelativePath, aDirectory: FileDescriptor?, aNames: [FileName]?, upper: [SideEntry],
         opaque opaqueByAttribute: Bool
-    ) throws(DiffError) -> [Pair] {
-        guard case .upper(let format) = diff.mode else { return upper.map(Pair.added) }
+    ) throws(DiffError) -> ([Pair], opaque: Bool) {
+        guard case .upper(let format) = diff.mode else { return (upper.map(Pair.added), false) }
         var opaque = opaqueByAttribute
         var whiteouts = Set<FileName>()
         var real: [SideEntry] = []
@@ -393,7 +405,7 @@ struct SubtreeDiffer {
             }
             real.append(entry)
         }
-        guard let aDirectory, let names = aNames else { return real.map(Pair.added) }
+        guard let aDirectory, let names = aNames else { return (real.map(Pair.added), opaque) }
         var pairs: [Pair] = []
         var i = 0
         var j = 0
@@ -422,7 +434,7 @@ struct SubtreeDiffer {
                 j += 1
             }
         }
-        return pairs
+        return (pairs, opaque)
     }
 
     // MARK: - Opaque or explicit whiteouts
@@ -430,8 +442,11 @@ struct SubtreeDiffer {
     /// Whether an opaque marker is smaller than `deletions` whiteouts: the marker hides every
     /// lower child, so the children that stay must be re-sent whole. Chosen only when
     /// 1 + (entries below the staying children, counted up to the limit) < deletions, which is
-    /// never worse than the explicit form.
-    private func chooseOpaque(_ pairs: [Pair], _ deletions: Int, _ aDirectory: FileDescriptor?) -> Bool {
+    /// never worse than the explicit form. In an upper dir a staying directory also shows A's
+    /// entries below it, unless the directory hides the lower (`hidesLower`).
+    private func chooseOpaque(_ pairs: [Pair], _ deletions: Int, _ aDirectory: FileDescriptor?, hidesLower: Bool)
+        -> Bool
+    {
         let budget = deletions - 1
         var kept = 0
         for pair in pairs {
@@ -441,7 +456,7 @@ struct SubtreeDiffer {
                 kept += 1
                 if bEntry.isDirectory, let bParent = bEntry.parent {
                     kept += countEntries(bParent, bEntry.name, limit: budget - kept)
-                    if diff.isUpper, let aParent = aEntry.parent {
+                    if diff.isUpper && !hidesLower && !bEntry.overlayOpaque, let aParent = aEntry.parent {
                         kept += countEntries(aParent, aEntry.name, limit: budget - kept)
                     }
                 }
