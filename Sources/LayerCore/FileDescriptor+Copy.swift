@@ -8,9 +8,16 @@ extension FileDescriptor {
     /// can), falling back to `pread` / `pwrite` where it is not supported; then the destination
     /// is truncated to `size`.
     ///
-    /// - Throws: the errno of the failing read, write or truncate.
+    /// - Parameters:
+    ///   - piece: the most bytes copied between two calls of `beforeEachPiece`.
+    ///   - beforeEachPiece: called before each piece; throwing (say `EINTR` for a signal) stops
+    ///     the copy, so even a huge file stops promptly.
+    /// - Throws: the errno of the failing read, write or truncate, or of `beforeEachPiece`.
     /// - Wraps copy_file_range(2), lseek(2) SEEK_DATA/SEEK_HOLE, pread(2), pwrite(2), ftruncate(2).
-    public func copyContents(to destination: FileDescriptor, size: Int64) throws(Errno) {
+    public func copyContents(
+        to destination: FileDescriptor, size: Int64, piece: Int64 = .max,
+        beforeEachPiece: () throws(Errno) -> Void = {}
+    ) throws(Errno) {
         var position: Int64 = 0
         var inKernel = true
         while position < size {
@@ -26,6 +33,8 @@ extension FileDescriptor {
             guard start < size else { break }
             var end = size
             if let hole = try? seek(to: start, whence: CLS_SEEK_HOLE) { end = min(hole, size) }
+            end = start + min(end - start, piece)
+            try beforeEachPiece()
             if inKernel {
                 do {
                     try copyRangeInKernel(to: destination, from: start, to: end)
