@@ -153,23 +153,6 @@ public final class ArchiveLayerIndex: Sendable {
         if count >= 262 && head[257..<262].elementsEqual(Array("ustar".utf8)) { return "tar" }
         return nil
     }
-
-    /// Checks and normalises a path stored in the archive, as ``LayerCore/ArchiveEntry/normalize(_:)``
-    /// does but without a limit on the whole path's length.
-    ///
-    /// - Throws: ``LayerCore/ArchivePathProblem``.
-    static func normalize(_ bytes: [UInt8]) throws(ArchivePathProblem) -> RelativePath {
-        if bytes.first == 0x2F { throw .absolute }
-        if bytes.contains(0) { throw .invalidName }
-        var components: [FileName] = []
-        for piece in bytes.split(separator: 0x2F, omittingEmptySubsequences: true) {
-            if piece.elementsEqual([0x2E]) { continue }
-            if piece.elementsEqual([0x2E, 0x2E]) { throw .parentReference }
-            guard piece.count <= FileName.maxLength else { throw .nameTooLong }
-            components.append(FileName(unchecked: Array(piece)))
-        }
-        return RelativePath(components: components)
-    }
 }
 
 /// Builds the skeleton directory and the records.
@@ -253,7 +236,7 @@ private struct SkeletonBuilder {
     mutating func add(_ entry: ArchiveEntry, reader: ArchiveReader) throws(PathError) {
         let path: RelativePath
         do {
-            path = try ArchiveLayerIndex.normalize(entry.path)
+            path = try ArchiveEntry.normalize(entry.path)
         } catch {
             throw PathError(
                 path: archivePath, reason: "not a layer: entry \(escapeForDisplay(entry.path)): \(error)")
@@ -314,7 +297,7 @@ private struct SkeletonBuilder {
     ) throws(PathError) {
         let targetPath: RelativePath
         do {
-            targetPath = try ArchiveLayerIndex.normalize(entry.linkTarget)
+            targetPath = try ArchiveEntry.normalize(entry.linkTarget)
         } catch {
             throw notALayer(path, "hard link target \(escapeForDisplay(entry.linkTarget)): \(error)")
         }
