@@ -33,6 +33,19 @@ public enum Whiteout {
         Array("trusted.overlay.opaque".utf8), Array("user.overlay.opaque".utf8),
     ]
 
+    /// The xattrs holding an overlay redirect (`trusted.overlay.redirect`, or
+    /// `user.overlay.redirect` for layers made with `userxattr`): where a renamed directory, or a
+    /// renamed metacopy file, is found in the layers below.
+    public static let redirectAttributeNames: [[UInt8]] = [
+        Array("trusted.overlay.redirect".utf8), Array("user.overlay.redirect".utf8),
+    ]
+
+    /// The xattrs marking a regular file as metadata only (`trusted.overlay.metacopy`, or
+    /// `user.overlay.metacopy`): its data is in a lower layer.
+    public static let metacopyAttributeNames: [[UInt8]] = [
+        Array("trusted.overlay.metacopy".utf8), Array("user.overlay.metacopy".utf8),
+    ]
+
     /// What a directory entry of a layer means.
     public enum Marker: Hashable, Sendable {
         /// Deletes `name` from the layers below (OCI `.wh.name` or overlay char 0/0 `name`).

@@ -19,8 +19,9 @@ extension OverlayFileSystem {
     }
 
     /// The descriptor of directory `node` in `layer`: cached, or opened from its parent's
-    /// descriptor in the same layer (walking up to the nearest cached ancestor or the layer
-    /// root), one name at a time with `O_NOFOLLOW | O_DIRECTORY`.
+    /// descriptor in the same layer (walking up to the nearest cached ancestor, the layer root,
+    /// or an ancestor an absolute redirect puts at a path from the root), one name at a time with
+    /// `O_NOFOLLOW | O_DIRECTORY`. A redirected node is opened under its redirected name or path.
     ///
     /// - Throws: `ESTALE` when a directory on the way is gone, is no longer a directory, or
     ///   (in its providing layer) is another directory now; other `openat(2)` errnos.
@@ -31,10 +32,11 @@ extension OverlayFileSystem {
         // Walk up to the first ancestor with a descriptor in this layer.
         var chain: [(NodeID, NodeRecord)] = []
         var current = node
-        var base: FileDescriptor
+        var base = stack[layer].root
         while true {
             let record = try inodes.record(of: current)
             chain.append((current, record))
+            if case .absolute = record.origins?.paths[layer] { break }
             let parent = record.parent
             if parent == .root {
                 base = stack[layer].root
@@ -47,10 +49,10 @@ extension OverlayFileSystem {
             current = parent
         }
         for (id, record) in chain.reversed() {
-            guard let name = record.name, record.type == .directory else { throw .stale }
+            guard record.type == .directory else { throw .stale }
             let opened: FileDescriptor
             do {
-                opened = try base.open(name, flags: O_RDONLY | O_DIRECTORY)
+                opened = try openEntry(record, layer: layer, in: base, flags: O_RDONLY | O_DIRECTORY)
             } catch let error where error == .noEntry || error == .notDirectory || error == .tooManySymlinks {
                 log("\(describe(record)): directory gone from \(stack[layer].path) (\(error))")
                 throw .stale
@@ -64,6 +66,30 @@ extension OverlayFileSystem {
             base = descriptors.insert(opened, for: DescriptorCache.Key(node: id, layer: layer)).descriptor
         }
         return base
+    }
+
+    /// Opens a node's entry in `layer`: under its name (or its redirected name) in `parent`, its
+    /// parent's directory in that layer, or at its redirected path from the layer root.
+    ///
+    /// - Throws: `ESTALE` for the root, `ENOENT`, `ENOTDIR`, `ELOOP` and other `openat(2)`
+    ///   errnos.
+    func openEntry(_ record: NodeRecord, layer: LayerIndex, in parent: FileDescriptor, flags: CInt) throws(Errno)
+        -> FileDescriptor
+    {
+        guard let name = record.name else { throw .stale }
+        switch record.origins?.paths[layer] {
+        case nil:
+            return try parent.open(name, flags: flags)
+        case .name(let redirected):
+            return try parent.open(redirected, flags: flags)
+        case .absolute(let components):
+            guard let last = components.last else { throw .noEntry }
+            var base = stack[layer].root
+            for component in components.dropLast() {
+                base = try base.open(component, flags: O_RDONLY | O_DIRECTORY)
+            }
+            return try base.open(last, flags: flags)
+        }
     }
 
     /// The directory descriptor (in the providing layer) and name of a non-root node's entry.
@@ -83,22 +109,31 @@ extension OverlayFileSystem {
     func readDescriptor(_ node: NodeID) throws(Errno) -> DescriptorCache.Cached {
         let record = try inodes.record(of: node)
         guard record.type == .regular else { throw record.type == .directory ? .isDirectory : .invalidArgument }
-        let key = DescriptorCache.Key(node: node, layer: record.layer)
+        // A metacopy file's data is in a lower layer's file.
+        let layer = record.origins?.dataLayer ?? record.layer
+        let identity = record.origins?.dataIdentity ?? record.identity
+        let key = DescriptorCache.Key(node: node, layer: layer)
         if let cached = descriptors.entry(for: key) { return cached }
-        let (parent, name) = try entryLocation(record)
         let opened: FileDescriptor
         do {
+            let parent: FileDescriptor
+            if case .absolute = record.origins?.paths[layer] {
+                parent = stack[layer].root  // unused: the path starts at the layer root
+            } else {
+                parent = try directoryDescriptor(record.parent, layer: layer)
+            }
             do {
-                opened = try parent.open(name, flags: O_RDONLY | O_NONBLOCK | Self.noAccessTime)
+                opened = try openEntry(
+                    record, layer: layer, in: parent, flags: O_RDONLY | O_NONBLOCK | Self.noAccessTime)
             } catch .notPermitted {
-                opened = try parent.open(name, flags: O_RDONLY | O_NONBLOCK)
+                opened = try openEntry(record, layer: layer, in: parent, flags: O_RDONLY | O_NONBLOCK)
             }
         } catch let error where error == .noEntry || error == .tooManySymlinks || error == .notDirectory {
             log("\(describe(record)): file gone (\(error))")
             throw .stale
         }
         let status = try opened.status()
-        guard status.identity == record.identity, status.type == .regular else {
+        guard status.identity == identity, status.type == .regular else {
             log("\(describe(record)): replaced underneath the mount")
             throw .stale
         }

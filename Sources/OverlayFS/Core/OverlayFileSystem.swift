@@ -107,21 +107,31 @@ public final class OverlayFileSystem: Sendable {
 
     /// Records a resolved entry as a node (+1) and keeps its opened layer directories.
     private func register(_ found: ResolvedEntry, in parent: NodeID) throws(Errno) -> Entry {
+        var origins: NodeOrigins?
+        if !found.redirects.isEmpty || found.data != nil {
+            var paths = found.redirects
+            if let data = found.data, let path = data.path { paths[data.layer] = path }
+            origins = NodeOrigins(paths: paths, dataLayer: found.data?.layer, dataIdentity: found.data?.status.identity)
+        }
         let record = NodeRecord(
             parent: parent, name: found.name, layer: found.layer, type: found.status.type,
-            identity: found.status.identity, layers: found.directories.map(\.layer))
+            identity: found.status.identity, layers: found.directories.map(\.layer), origins: origins)
         let node = try inodes.lookup(record)
         for directory in found.directories {
             descriptors.insert(directory.descriptor, for: DescriptorCache.Key(node: node, layer: directory.layer))
         }
-        return Entry(node: node, attributes: reported(found.status, merged: found.isMergedDirectory))
+        var attributes = reported(found.status, merged: found.isMergedDirectory)
+        if let data = found.data { attributes.blocks = data.status.blocks }
+        return Entry(node: node, attributes: attributes)
     }
 
     /// Subtracts `count` from a node's lookup count (`forget`, `forget_multi`); a node that
     /// drops releases its cached descriptors and listing.
     public func forget(_ node: NodeID, count: UInt64) {
         for (id, record) in inodes.forget(node, count: count) {
-            descriptors.remove(node: id, layers: record.type == .directory ? record.layers : [record.layer])
+            var layers = record.type == .directory ? record.layers : [record.layer]
+            if let data = record.origins?.dataLayer { layers.append(data) }
+            descriptors.remove(node: id, layers: layers)
             listings.remove(id)
         }
     }
@@ -155,7 +165,12 @@ public final class OverlayFileSystem: Sendable {
             log("\(describe(record)): changed underneath the mount")
             throw .stale
         }
-        return reported(status, merged: record.isMergedDirectory)
+        var result = reported(status, merged: record.isMergedDirectory)
+        if record.origins?.dataLayer != nil {
+            // A metacopy file: the blocks are the data file's, as the kernel reports them.
+            result.blocks = try readDescriptor(node).descriptor.status().blocks
+        }
+        return result
     }
 
     /// The target of a symlink node, as bytes.

@@ -18,11 +18,14 @@ public struct NodeRecord: Sendable, Equatable {
     /// For a directory: the layers whose directories make it up, top first (the first is
     /// ``layer``). Empty for anything else.
     public var layers: [LayerIndex]
+    /// Where the entry is found in layers that a redirect moved it in, and the data file of a
+    /// metacopy file; nil for the common node found by its name in every layer.
+    public var origins: NodeOrigins?
 
     /// A record from its parts.
     public init(
         parent: NodeID, name: FileName?, layer: LayerIndex, type: FileType, identity: FileIdentity,
-        layers: [LayerIndex] = []
+        layers: [LayerIndex] = [], origins: NodeOrigins? = nil
     ) {
         self.parent = parent
         self.name = name
@@ -30,10 +33,30 @@ public struct NodeRecord: Sendable, Equatable {
         self.type = type
         self.identity = identity
         self.layers = layers
+        self.origins = origins
     }
 
     /// Whether more than one layer makes up this directory (the kernel reports nlink 1).
     public var isMergedDirectory: Bool { layers.count > 1 }
+}
+
+/// How a node's entries are reached in layers where they are not at the node's own name in the
+/// parent's directory: after kernel overlayfs redirects, and for a metacopy file's data.
+public struct NodeOrigins: Sendable, Equatable {
+    /// The layers (of a directory's ``NodeRecord/layers``, or the data layer) reached through a
+    /// redirect, with the path that reaches them.
+    public var paths: [LayerIndex: LayerPath]
+    /// For a metacopy regular file: the layer and (device, inode) of the file holding its data.
+    public var dataLayer: LayerIndex?
+    /// The data file's identity (checked when it is opened again).
+    public var dataIdentity: FileIdentity?
+
+    /// Origins from their parts.
+    public init(paths: [LayerIndex: LayerPath], dataLayer: LayerIndex? = nil, dataIdentity: FileIdentity? = nil) {
+        self.paths = paths
+        self.dataLayer = dataLayer
+        self.dataIdentity = dataIdentity
+    }
 }
 
 /// The nodes the kernel knows, with the kernel's lookup counts.
@@ -78,6 +101,8 @@ public final class InodeTable: Sendable {
         var identities = IdentityIndex()
         /// Names longer than ``PackedName/inlineCapacity``, by slot index.
         var longNames: [Int: FileName] = [:]
+        /// The origins of the rare nodes that have them (redirected, metacopy), by slot index.
+        var origins: [Int: NodeOrigins] = [:]
         var root: NodeRecord
         var rootChildren: UInt32 = 0
         var next: UInt64 = 2
@@ -89,7 +114,7 @@ public final class InodeTable: Sendable {
             let name = entry.name.isLong ? longNames[slot] : entry.name.name
             return NodeRecord(
                 parent: entry.parent, name: name, layer: LayerIndex(Int(entry.layer)), type: entry.type,
-                identity: entry.identity, layers: entry.layers)
+                identity: entry.identity, layers: entry.layers, origins: origins[slot])
         }
 
         mutating func addChild(to parent: NodeID) {
@@ -160,6 +185,7 @@ public final class InodeTable: Sendable {
                 state.slots.append(entry)
             }
             if packed.isLong { state.longNames[slot] = name }
+            if let origins = record.origins { state.origins[slot] = origins }
             state.index[id] = UInt32(slot)
             let current = state.slots
             state.identities.insert(slot, identity: record.identity, identityOf: { current[$0].identity })
@@ -169,14 +195,15 @@ public final class InodeTable: Sendable {
     }
 
     /// Makes another layer entry provide a live node, keeping its ID, parent, name and lookup
-    /// count: what a copy-up to a writable upper layer does. The identity map follows.
+    /// count: what a copy-up to a writable upper layer does. The identity map follows, and the
+    /// node's origins become `origins` (a full copy-up has none).
     ///
     /// Lock: the table lock. Lookup count: unchanged.
     ///
     /// - Throws: `ESTALE` for a node that is not in the table (or the root); `EEXIST` when
     ///   another node already has `identity`; `EINVAL` for a layer index past 65535.
     public func setProvider(
-        of node: NodeID, layer: LayerIndex, identity: FileIdentity, layers: [LayerIndex]
+        of node: NodeID, layer: LayerIndex, identity: FileIdentity, layers: [LayerIndex], origins: NodeOrigins? = nil
     ) throws(Errno) {
         guard let layerIndex = UInt16(exactly: layer.rawValue) else { throw .invalidArgument }
         try state.withLock { (state) throws(Errno) in
@@ -189,6 +216,7 @@ public final class InodeTable: Sendable {
             state.slots[slot].identity = identity
             state.slots[slot].layer = layerIndex
             state.slots[slot].layers = layers
+            state.origins[slot] = origins
             let after = state.slots
             state.identities.insert(slot, identity: identity, identityOf: { after[$0].identity })
         }
@@ -234,6 +262,7 @@ public final class InodeTable: Sendable {
             state.identities.remove(slot, identity: record.identity)
             state.index[current.rawValue] = nil
             state.longNames[slot] = nil
+            state.origins[slot] = nil
             state.slots[slot].id = 0
             state.slots[slot].layers = []
             state.free.append(slot)
