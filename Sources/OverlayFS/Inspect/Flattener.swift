@@ -428,7 +428,7 @@ private struct DirectoryWriter: StackVisitor {
             let source: FileDescriptor
             let attributes: [ExtendedAttribute]
             do {
-                source = try entry.container.open(entry.name, flags: O_RDONLY)
+                source = try entry.openContent()
                 attributes = try stack.attributes(
                     of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer)
             } catch {
@@ -582,7 +582,7 @@ private struct ArchiveFlattener: StackVisitor {
                 let source: FileDescriptor
                 let attributes: [ExtendedAttribute]
                 do {
-                    source = try entry.container.open(entry.name, flags: O_RDONLY)
+                    source = try entry.openContent()
                     attributes = try stack.attributes(
                         of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer)
                 } catch {

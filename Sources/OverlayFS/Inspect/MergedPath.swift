@@ -231,8 +231,15 @@ public struct PathVersion: Sendable {
     public var kind: Kind
     /// For a symlink, its target.
     public var linkTarget: [UInt8]?
-    /// For a regular file, its content hash (nil for a tarball indexed without hashes).
+    /// For a regular file, its content hash (nil for a tarball indexed without hashes, and for a
+    /// metacopy file whose data is not known: a hidden one).
     public var contentHash: ContentHash?
+    /// Whether the version is a metacopy file (kernel overlayfs `metacopy=on`): metadata only,
+    /// its data is in a lower layer.
+    public var isMetacopy = false
+    /// For the metacopy file that provides the path: the layer holding its data (its
+    /// ``contentHash`` is that data's).
+    public var dataLayer: LayerIndex?
     /// Nil when the version is in the merged tree (provides the path, or merges into the
     /// directory); otherwise why not.
     public var hiding: Hiding?
@@ -285,6 +292,22 @@ extension MergedPath {
         switch outcome {
         case .found(let entry, _):
             report.provider = entry.layer
+            if let data = entry.data,
+                let index = report.versions.firstIndex(where: { $0.layer == entry.layer && $0.isMetacopy })
+            {
+                report.versions[index].dataLayer = data.layer
+                if hashContent {
+                    do throws(Errno) {
+                        report.versions[index].contentHash = try stack.contentHash(
+                            of: data.name, status: data.status, in: data.container, layer: data.layer)
+                    } catch {
+                        let problem = PathError(
+                            path: stack.displayPath(path.absoluteDisplay, in: data.layer), errno: error, what: "file")
+                        report.versions[index].problem = problem.reason
+                        report.problems.append(problem)
+                    }
+                }
+            }
         case .root:
             report.provider = stack.stack.topIndex
         case .whitedOut(let layer, let prefix):
@@ -375,6 +398,11 @@ extension MergedPath {
                         if real.type == .symlink {
                             version.linkTarget = try stack.linkTarget(
                                 of: name, status: status, in: parent, layer: layer)
+                        } else if real.type == .regular, stack.layers[layer.rawValue].archive == nil,
+                            format.honorsOverlay,
+                            try stack.resolver.isMetacopy(name, in: parent, status: status)
+                        {
+                            version.isMetacopy = true  // its own content is a hole, not the file's
                         } else if real.type == .regular && hashContent {
                             version.contentHash = try stack.contentHash(
                                 of: name, status: status, in: parent, layer: layer)

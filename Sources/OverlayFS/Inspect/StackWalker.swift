@@ -34,8 +34,18 @@ public struct WalkEntry {
     public var directories: [LayerDirectory]
     /// The directory of `layer` that holds the entry (to read a link target or content).
     public var container: FileDescriptor
+    /// For a metacopy file (metadata only): the lower file holding its data.
+    public var data: DataFile?
     /// Nil when the entry is in the merged tree; otherwise why not.
     public var hiding: Hiding?
+
+    /// Opens the file holding the entry's content: its own, or a metacopy file's data file.
+    ///
+    /// - Throws: the `openat(2)` errno.
+    public func openContent() throws(Errno) -> FileDescriptor {
+        if let data { return try data.container.open(data.name, flags: O_RDONLY) }
+        return try container.open(name, flags: O_RDONLY)
+    }
 
     /// Whether this is a directory.
     public var isDirectory: Bool { resolvedStatus.type == .directory }
@@ -322,9 +332,21 @@ public struct StackWalker: Sendable {
         // The hider of the next version, and its directory at this name (for its children).
         var stopper: (hiding: Hiding, directory: FileDescriptor?)?
         while start <= slot.lowestEntry {
-            let remaining = slot.list(from: start).map { directories[$0] }
-            guard !remaining.isEmpty else { return }
-            let result = try lookup(name, in: remaining, path: path)
+            var remaining = slot.list(from: start).map { directories[$0] }
+            guard let first = slot.list(from: start).first else { return }
+            var result: LookupResult
+            do throws(PathError) {
+                result = try lookup(name, in: remaining, path: path)
+            } catch {
+                // A metacopy file's data or a redirect's target may be in a layer that does not
+                // hold the name: only the full lookup tells.
+                remaining = Array(directories[first...])
+                result = try lookup(name, in: remaining, path: path)
+            }
+            if case .found(let found) = result, found.usedOtherNames, remaining.count < directories.count - first {
+                remaining = Array(directories[first...])
+                result = try lookup(name, in: remaining, path: path)
+            }
             let bottom: LayerIndex
             switch result {
             case .absent:
@@ -370,7 +392,8 @@ public struct StackWalker: Sendable {
     ) throws(PathError) {
         let entry = WalkEntry(
             name: found.name, parent: path, layer: found.layer, status: stack.status(of: found.status, in: found.layer),
-            resolvedStatus: found.status, directories: found.directories, container: container, hiding: hiding)
+            resolvedStatus: found.status, directories: found.directories, container: container, data: found.data,
+            hiding: hiding)
         guard found.status.type == .directory else {
             _ = try visitor.visit(entry)
             return

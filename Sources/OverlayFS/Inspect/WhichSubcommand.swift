@@ -135,6 +135,10 @@ enum WhichSubcommand: Subcommand {
                     out += " \(status.deviceMajor), \(status.deviceMinor)"
                 }
                 out += ", \(EntryFormat.octal(status)) \(status.userID):\(status.groupID)"
+                if version.isMetacopy {
+                    out += ", metadata only"
+                    if let data = version.dataLayer { out += " (data from layer \(data.rawValue + 1))" }
+                }
                 if let hash = version.contentHash { out += ", xxh3 \(hash)" }
                 if let target = version.linkTarget { out += " -> \(escapeForDisplay(target))" }
                 if let problem = version.problem { out += ", unreadable: \(problem)" }
@@ -203,6 +207,10 @@ enum WhichSubcommand: Subcommand {
                 json.field("state", "whiteout")
             case .entry(let status):
                 EntryFormat.writeMetadata(status, target: version.linkTarget, hash: version.contentHash, to: &json)
+                if version.isMetacopy {
+                    json.field("metacopy", true)
+                    if let data = version.dataLayer { json.field("data_layer", data.rawValue + 1) }
+                }
                 if let problem = version.problem { json.field("error", problem) }
                 if let hiding = version.hiding {
                     json.field("state", hiding.isShadowing ? "shadowed" : "deleted")
