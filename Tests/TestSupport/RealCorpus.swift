@@ -61,15 +61,19 @@ public final class KernelOverlayMount {
     public let path: String
     private let temp: TemporaryDirectory
 
-    /// Mounts `layers` (bottom first, at least two).
+    /// Mounts `layers` (bottom first, at least two), with `options` added to the mount options
+    /// (e.g. `metacopy=on`).
     ///
     /// - Throws: ``RealCorpus/Unavailable`` with mount's message when it fails.
-    public init(layers: [String]) throws {
+    public init(layers: [String], options: String = "") throws {
         temp = TemporaryDirectory(prefix: "layermount-kovl")
         path = temp.url("mnt")
         mkdir(path, 0o755)
         let lowers = layers.reversed().joined(separator: ":")
-        let result = run("/bin/mount", ["-t", "overlay", "overlay", "-o", "ro,lowerdir=\(lowers)", path], timeout: 30)
+        let result = run(
+            "/bin/mount",
+            ["-t", "overlay", "overlay", "-o", "ro,lowerdir=\(lowers)" + (options.isEmpty ? "" : "," + options), path],
+            timeout: 30)
         guard result.status == 0 else {
             throw RealCorpus.Unavailable(description: "mount -t overlay failed: \(result.err)")
         }
