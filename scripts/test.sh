@@ -24,6 +24,19 @@ done
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# Tests unmount what they mount, even on failure; a test process that crashes cannot. Whatever
+# is still mounted below the tests' scratch directories at exit is unmounted and reported.
+cleanup_test_mounts() {
+  local base=${LAYERMOUNT_TEST_TMP:-/var/tmp} mp leaked=()
+  while read -r mp; do leaked+=("$mp"); done < <(
+    awk -v b="$base/" 'index($5, b "layermount-test.") == 1 || index($5, b "layermount-kovl.") == 1 \
+      || index($5, b "layerdiff-") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+  [ ${#leaked[@]} -eq 0 ] && return 0
+  echo "test.sh: unmounting ${#leaked[@]} mount(s) left by tests: ${leaked[*]}" >&2
+  for mp in "${leaked[@]}"; do umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true; done
+}
+trap cleanup_test_mounts EXIT
+
 step "setup"
 scripts/setup.sh --no-build
 
