@@ -45,6 +45,9 @@ public struct LayerDiff: Sendable {
     public var mtimeClamp: Int64?
     /// The compression level of a gzip (1-12, default 6) or zstd (1-19, default 3) tarball.
     public var compressionLevel: Int?
+    /// Checked during the run: once requested, the run stops with ``DiffError/interrupted``
+    /// and removes its partial layer.
+    public var cancellation: DiffCancellation?
 
     /// A diff of tree `a` against tree `b`, reporting only.
     public init(a: String, b: String) {
@@ -78,7 +81,7 @@ public struct LayerDiff: Sendable {
         var written: LayerOutput?
         var sink: LayerSink?
         let display = { (path: RelativePath) in bReader.display(path) }
-        let content = ContentReader(roots: roots, readers: readers)
+        let content = ContentReader(roots: roots, readers: readers, cancellation: cancellation)
         switch output {
         case .none:
             options.layerFormat = nil
@@ -107,7 +110,7 @@ public struct LayerDiff: Sendable {
         let emitter = Emitter(
             reporters: reporters, sink: sink, format: options.layerFormat,
             skipUnrepresentable: options.skipUnrepresentable, bReader: bReader,
-            ignoringMtime: options.ignoreModificationTime)
+            ignoringMtime: options.ignoreModificationTime, cancellation: cancellation)
         let mode: DiffContext.Mode = upperFormat.map { .upper($0) } ?? .trees
         do {
             let walk = DiffWalk(

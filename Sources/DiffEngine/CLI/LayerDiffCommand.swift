@@ -26,7 +26,9 @@ public enum LayerDiffCommand {
             ),
             .init(
                 "layer-dir", value: "<dir>",
-                help: "Write the changeset as a layer directory (created; an existing one must be empty)."),
+                help:
+                    "Write the changeset as a layer directory (created; an existing one must be empty). It is built in a hidden .layerdiff-partial-XXXXXX and moved into place when complete; a failure or a signal removes it."
+            ),
             .init(
                 "whiteout-format", value: "<format>", help: "Markers in --layer-dir: oci or overlay (kernel format).",
                 default: "oci"),
@@ -83,6 +85,8 @@ public enum LayerDiffCommand {
               1  the trees differ
               2  trouble: a tree cannot be read, a change cannot be stored in the layer, an output fails
               64 usage error
+              128 + the signal when SIGINT, SIGTERM or SIGHUP stopped it (130, 143, 129); no partial
+                 layer is left
             """)
 
     /// `layerdiff apply`'s help and options.
@@ -145,10 +149,13 @@ public enum LayerDiffCommand {
         } catch {
             return usage(parser, error)
         }
+        let cancellation = DiffCancellation()
+        SignalStop.install(cancellation)
         do {
-            let summary = try request.run()
+            let summary = try request.run(cancellation: cancellation)
             return summary.differs ? 1 : 0
         } catch {
+            if let signal = cancellation.signal { return 128 + signal }
             fail("Error: \(error)")
             return 2
         }
@@ -326,8 +333,9 @@ struct DiffRequest {
 
     /// Runs the diff and prints what was asked.
     ///
-    /// - Throws: ``DiffError`` on trouble (no partial layer is left behind).
-    func run() throws(DiffError) -> DiffSummary {
+    /// - Throws: ``DiffError`` on trouble, ``DiffError/interrupted`` when `cancellation` is
+    ///   requested (no partial layer is left behind either way).
+    func run(cancellation: DiffCancellation? = nil) throws(DiffError) -> DiffSummary {
         let stdout = OutputBuffer(descriptor: 1, streaming: json)
         var reporters: [ChangeReporter] = []
         var jsonReporter: JSONReporter?
@@ -346,6 +354,8 @@ struct DiffRequest {
             }
         }
         let progress = (!quiet && isatty(2) == 1) ? Progress() : nil
+        var diff = self.diff
+        diff.cancellation = cancellation
         let result = try diff.run(reporters: reporters, progress: progress) { (result) throws(DiffError) in
             if let archive = result.archive {
                 let lines = [
@@ -365,81 +375,4 @@ struct DiffRequest {
         try stdout.flush()
         return result.summary
     }
-}
-
-/// A layer being written: a temporary file renamed into place on success, or a directory
-/// emptied again on failure, so a failed run leaves no partial layer.
-final class LayerOutput {
-    let descriptor: FileDescriptor
-    private let finalPath: String
-    private let temporaryPath: String?
-    private let createdDirectory: Bool
-    private var done = false
-
-    private init(descriptor: FileDescriptor, finalPath: String, temporaryPath: String?, createdDirectory: Bool) {
-        self.descriptor = descriptor
-        self.finalPath = finalPath
-        self.temporaryPath = temporaryPath
-        self.createdDirectory = createdDirectory
-    }
-
-    /// A temporary file next to `path`, renamed to `path` by ``commit()``.
-    static func archive(_ path: String) throws(DiffError) -> LayerOutput {
-        let temporary = path + ".layerdiff-\(getpid()).tmp"
-        do {
-            let fd = try FileDescriptor.open(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_TRUNC, mode: 0o644)
-            return LayerOutput(descriptor: fd, finalPath: path, temporaryPath: temporary, createdDirectory: false)
-        } catch {
-            throw DiffError(path: path, "cannot create the layer", error)
-        }
-    }
-
-    /// The directory `path`, created, or existing and empty.
-    static func directory(_ path: String) throws(DiffError) -> LayerOutput {
-        var created = false
-        if mkdir(path, 0o755) == 0 {
-            created = true
-        } else if Errno.current != .exists {
-            throw DiffError(path: path, "cannot create the layer directory", Errno.current)
-        }
-        do {
-            let fd = try FileDescriptor.open(path: path, flags: O_RDONLY | O_DIRECTORY)
-            let names = try TreeWalker.names(of: fd, sorted: false)
-            if !created && !names.isEmpty {
-                throw DiffError(path: path, reason: "the layer directory exists and is not empty")
-            }
-            return LayerOutput(descriptor: fd, finalPath: path, temporaryPath: nil, createdDirectory: created)
-        } catch let error as DiffError {
-            throw error
-        } catch {
-            throw DiffError(path: path, reason: "cannot open the layer directory: \(error)")
-        }
-    }
-
-    /// Puts the layer in place.
-    func commit() throws(DiffError) {
-        guard !done else { return }
-        done = true
-        if let temporaryPath {
-            if rename(temporaryPath, finalPath) != 0 {
-                let error = Errno.current
-                unlink(temporaryPath)
-                throw DiffError(path: finalPath, "cannot rename the layer into place", error)
-            }
-        }
-    }
-
-    /// Removes what was written.
-    func discard() {
-        guard !done else { return }
-        done = true
-        if let temporaryPath {
-            unlink(temporaryPath)
-        } else {
-            try? FileMaker.removeContents(of: descriptor)
-            if createdDirectory { rmdir(finalPath) }
-        }
-    }
-
-    deinit { discard() }
 }

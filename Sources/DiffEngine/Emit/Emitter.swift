@@ -10,6 +10,7 @@ final class Emitter {
     private let skipUnrepresentable: Bool
     private let bReader: SideReader
     private let ignoringMtime: Bool
+    private let cancellation: DiffCancellation?
     private var skippedPrefixes: [RelativePath] = []
     private var firstPath: [FileIdentity: RelativePath] = [:]
     /// Totals so far.
@@ -18,8 +19,9 @@ final class Emitter {
     /// An emitter reporting to `reporters` and writing to `sink` (nil: no layer).
     init(
         reporters: [ChangeReporter], sink: LayerSink?, format: LayerFormat?, skipUnrepresentable: Bool,
-        bReader: SideReader, ignoringMtime: Bool
+        bReader: SideReader, ignoringMtime: Bool, cancellation: DiffCancellation? = nil
     ) {
+        self.cancellation = cancellation
         self.reporters = reporters
         self.sink = sink
         self.format = format
@@ -39,8 +41,10 @@ final class Emitter {
 
     /// Emits one settled record.
     ///
-    /// - Throws: ``DiffError`` for an unrepresentable entry (unless skipping) or an output failure.
+    /// - Throws: ``DiffError`` for an unrepresentable entry (unless skipping) or an output
+    ///   failure; ``DiffError/interrupted`` once a stop is requested.
     func emit(_ record: Record) throws(DiffError) {
+        try cancellation?.check()
         if record.reportOnly {
             if let kind = record.kind {
                 try report(Change(kind: kind, path: record.path, type: record.type, size: nil, aspects: []))

@@ -28,10 +28,12 @@ final class ContentReader {
     private let readers: [Side: SideReader]
     private let buffer: UnsafeMutableRawBufferPointer
     private var cached: (side: Side, path: RelativePath, directory: FileDescriptor)?
+    private let cancellation: DiffCancellation?
 
-    init(roots: [Side: FileDescriptor], readers: [Side: SideReader]) {
+    init(roots: [Side: FileDescriptor], readers: [Side: SideReader], cancellation: DiffCancellation? = nil) {
         self.roots = roots
         self.readers = readers
+        self.cancellation = cancellation
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
     }
 
@@ -55,6 +57,7 @@ final class ContentReader {
         let size = entry.status.size
         var offset: Int64 = 0
         while offset < size {
+            try cancellation?.check()
             let want = Int(min(Int64(buffer.count), size - offset))
             let count = try ContentComparison.read(file, into: buffer, count: want, at: offset, shown)
             if count == 0 { throw DiffError(path: shown, reason: "shrank while the diff ran") }
