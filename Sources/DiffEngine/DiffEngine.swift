@@ -74,14 +74,30 @@ public struct DiffError: Error, CustomStringConvertible, Sendable {
         self.errno = errno
     }
 
-    /// An error about `path` from an errno, with what was being done (`cannot read`).
+    /// An error about `path` from an errno, with what was being done (`cannot read`). An empty
+    /// `path` (a command-line argument `""`) is shown as `''` with the reason "empty path".
     public init(path: String, _ what: String, _ errno: Errno) {
-        self.init(path: path, reason: "\(what): \(errno)", errno: errno)
+        if path.isEmpty {
+            self.init(path: "''", reason: "\(what) (empty path)", errno: errno)
+        } else {
+            self.init(path: path, reason: "\(what): \(errno)", errno: errno)
+        }
     }
 
-    /// Wraps a ``PathError``.
+    /// Wraps a ``PathError``. An empty path (a command-line argument `""`) is shown as `''`,
+    /// and the reason says the path is empty instead of naming the errno.
     public init(_ error: PathError) {
-        self.init(path: error.path, reason: error.reason, errno: error.errno)
+        guard error.path.isEmpty, let errno = error.errno else {
+            self.init(path: error.path, reason: error.reason, errno: error.errno)
+            return
+        }
+        var reason = error.reason
+        // "no such tree (no such file or directory)": the parenthesized errno says nothing here.
+        if reason.hasSuffix(")"), let open = reason.lastIndex(of: "("), open > reason.startIndex {
+            reason = String(reason[..<open])
+            if reason.hasSuffix(" ") { reason.removeLast() }
+        }
+        self.init(path: "''", reason: reason + " (empty path)", errno: errno)
     }
 
     /// `path: reason`.

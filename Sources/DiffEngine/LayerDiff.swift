@@ -93,7 +93,8 @@ public struct LayerDiff: Sendable {
             do {
                 let writer = try ArchiveWriter(
                     output: created.descriptor, compression: compression, compressionLevel: compressionLevel)
-                sink = TarLayerSink(writer: writer, clamp: mtimeClamp, content: content, display: display)
+                sink = TarLayerSink(
+                    writer: writer, output: path, clamp: mtimeClamp, content: content, display: display)
             } catch {
                 created.discard()
                 throw DiffError(path: path, reason: error.message, errno: error.errno)
@@ -109,7 +110,7 @@ public struct LayerDiff: Sendable {
         }
         let emitter = Emitter(
             reporters: reporters, sink: sink, format: options.layerFormat,
-            skipUnrepresentable: options.skipUnrepresentable, bReader: bReader,
+            skipUnrepresentable: options.skipUnrepresentable, bReader: bReader, aReader: aReader,
             ignoringMtime: options.ignoreModificationTime, cancellation: cancellation)
         let mode: DiffContext.Mode = upperFormat.map { .upper($0) } ?? .trees
         do {

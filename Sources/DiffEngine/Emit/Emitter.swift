@@ -9,6 +9,7 @@ final class Emitter {
     private let format: LayerFormat?
     private let skipUnrepresentable: Bool
     private let bReader: SideReader
+    private let aReader: SideReader?
     private let ignoringMtime: Bool
     private let cancellation: DiffCancellation?
     private var skippedPrefixes: [RelativePath] = []
@@ -19,8 +20,9 @@ final class Emitter {
     /// An emitter reporting to `reporters` and writing to `sink` (nil: no layer).
     init(
         reporters: [ChangeReporter], sink: LayerSink?, format: LayerFormat?, skipUnrepresentable: Bool,
-        bReader: SideReader, ignoringMtime: Bool, cancellation: DiffCancellation? = nil
+        bReader: SideReader, aReader: SideReader? = nil, ignoringMtime: Bool, cancellation: DiffCancellation? = nil
     ) {
+        self.aReader = aReader
         self.cancellation = cancellation
         self.reporters = reporters
         self.sink = sink
@@ -78,7 +80,9 @@ final class Emitter {
         guard let sink else { return }
         if skippedPrefixes.contains(where: { path.components.starts(with: $0.components) }) { return }
         if let problem = problem(path, item) {
-            let display = bReader.display(path)
+            // A whiteout is about the A entry it deletes; an entry about B's.
+            var display = bReader.display(path)
+            if case .whiteout = item, let aReader { display = aReader.display(path) }
             guard skipUnrepresentable else {
                 throw DiffError(path: display, reason: "\(problem) (--skip-unrepresentable leaves it out)")
             }

@@ -58,6 +58,7 @@ final class LayerOutput {
     ///
     /// - Throws: ``DiffError`` naming `path`.
     static func directory(_ path: String) throws(DiffError) -> LayerOutput {
+        if path.isEmpty { throw DiffError(path: "''", reason: "cannot create the layer directory (empty path)") }
         var trimmed = path
         while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
         let parentPath: String

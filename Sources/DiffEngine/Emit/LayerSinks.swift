@@ -85,12 +85,18 @@ final class TarLayerSink: LayerSink {
     private let clamp: Int64?
     private let content: ContentReader
     private let display: (RelativePath) -> String
+    private let output: String
     /// The digests, after ``finish()``.
     private(set) var result: ArchiveSummary?
 
-    /// A sink writing to `writer`; mtimes after `clamp` (seconds) become `clamp`.
-    init(writer: ArchiveWriter, clamp: Int64?, content: ContentReader, display: @escaping (RelativePath) -> String) {
+    /// A sink writing to `writer`, the tarball named `output` (for messages); mtimes after
+    /// `clamp` (seconds) become `clamp`.
+    init(
+        writer: ArchiveWriter, output: String, clamp: Int64?, content: ContentReader,
+        display: @escaping (RelativePath) -> String
+    ) {
         self.writer = writer
+        self.output = output
         self.clamp = clamp
         self.content = content
         self.display = display
@@ -149,7 +155,8 @@ final class TarLayerSink: LayerSink {
                 do throws(ArchiveError) {
                     try writer.writeData(chunk)
                 } catch {
-                    throw DiffError(path: "layer", reason: error.message, errno: error.errno)
+                    throw DiffError(
+                        path: output, reason: "cannot write \(display(path)): \(error.message)", errno: error.errno)
                 }
             }
         }
@@ -159,7 +166,8 @@ final class TarLayerSink: LayerSink {
         do {
             try writer.writeHeader(entry)
         } catch {
-            throw DiffError(path: display(path), reason: "cannot write to the layer: \(error.message)")
+            throw DiffError(
+                path: output, reason: "cannot write \(display(path)): \(error.message)", errno: error.errno)
         }
     }
 
@@ -167,7 +175,7 @@ final class TarLayerSink: LayerSink {
         do {
             result = try writer.finish()
         } catch {
-            throw DiffError(path: "layer", reason: error.message, errno: error.errno)
+            throw DiffError(path: output, reason: "cannot finish the layer: \(error.message)", errno: error.errno)
         }
     }
 }
