@@ -64,4 +64,30 @@ struct MessageTests {
         #expect(directory.err == "Error: \(temp.url("full/dir"))/big: cannot write: No space left on device\n")
         #expect((try? FileManager.default.contentsOfDirectory(atPath: temp.url("full"))) == [])
     }
+
+    @Test("an overlay-format layer dir holding a real .wh. file warns, and applies with --whiteout-format overlay")
+    func overlayLayerWithMarkerNames() throws {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply(
+            [
+                .dir("a"), .file("a/.wh.keep", "lower"), .file("b/.wh.keep", "lower"), .file("b/.wh.new", "real"),
+                .times("a/.wh.keep", seconds: 1_600_000_000), .times("b/.wh.keep", seconds: 1_600_000_000),
+            ],
+            in: temp.path)
+        let layer = temp.url("layer")
+        let result = run(
+            Self.layerdiff, [temp.url("a"), temp.url("b"), "--layer-dir", layer, "--whiteout-format", "overlay"])
+        #expect(result.status == 1, "\(result.err)")
+        #expect(
+            result.err
+                == "layerdiff: warning: \(layer) holds 1 real file named .wh.* (\(temp.url("b"))/.wh.new); apply it with 'layerdiff apply --whiteout-format overlay', which does not take them for whiteouts\n"
+        )
+        copyTree(temp.url("a"), temp.url("root"))
+        let applied = run(Self.layerdiff, ["apply", "--whiteout-format", "overlay", layer, temp.url("root")])
+        #expect(applied.status == 0, "\(applied.err)")
+        #expect(try TreeSnapshot(temp.url("b")).differences(to: TreeSnapshot(temp.url("root"))) == [])
+        let quiet = run(Self.layerdiff, [temp.url("a"), temp.url("b"), "--layer-dir", temp.url("oci-layer")])
+        #expect(quiet.status == 2)
+        #expect(!quiet.err.contains("warning"))
+    }
 }

@@ -30,7 +30,9 @@ public enum LayerDiffCommand {
                     "Write the changeset as a layer directory (created; an existing one must be empty). It is built in a hidden .layerdiff-partial-XXXXXX and moved into place when complete; a failure or a signal removes it."
             ),
             .init(
-                "whiteout-format", value: "<format>", help: "Markers in --layer-dir: oci or overlay (kernel format).",
+                "whiteout-format", value: "<format>",
+                help:
+                    "Markers in --layer-dir: oci or overlay (kernel format). An overlay layer may hold real .wh.* files: apply it with 'apply --whiteout-format overlay'.",
                 default: "oci"),
             .init(
                 "upper", value: "<upperdir>",
@@ -102,7 +104,8 @@ public enum LayerDiffCommand {
         options: [
             .init(
                 "whiteout-format", value: "<format>",
-                help: "Markers of a layer directory: auto (both), oci or overlay. Tarballs always use oci.",
+                help:
+                    "Markers of a layer directory: auto (both), oci or overlay. Tarballs always use oci. A layer written with --layer-dir --whiteout-format overlay needs overlay (its .wh.* files are real files).",
                 default: "auto")
         ],
         discussion: """
@@ -367,6 +370,12 @@ struct DiffRequest {
                 if !quiet && !json && !stat {
                     for (key, value) in lines { try stdout.line("\(key): \(value)") }
                 }
+            }
+            if let first = result.summary.markerLookalikes.first, let directory = layerDirectory {
+                let count = result.summary.markerLookalikes.count
+                LayerDiffCommand.fail(
+                    "layerdiff: warning: \(directory) holds \(count) real file\(count == 1 ? "" : "s") named .wh.* (\(first)\(count > 1 ? ", ..." : "")); apply it with 'layerdiff apply --whiteout-format overlay', which does not take them for whiteouts"
+                )
             }
             for skipped in result.summary.skipped {
                 LayerDiffCommand.fail("layerdiff: skipped (the layer cannot hold it): \(skipped)")

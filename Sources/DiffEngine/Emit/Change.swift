@@ -97,6 +97,9 @@ public struct DiffSummary: Sendable, Hashable {
     public var layerContentBytes: Int64 = 0
     /// Paths left out of the layer because it cannot represent them (``DiffOptions/skipUnrepresentable``).
     public var skipped: [String] = []
+    /// Real files whose names start with `.wh.` written to an overlay-format layer directory
+    /// (as displayed): an applier reading OCI markers would take them for whiteouts.
+    public var markerLookalikes: [String] = []
     /// Entries examined (both sides).
     public var examined = 0
     /// Bytes read to compare content.

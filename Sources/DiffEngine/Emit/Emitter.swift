@@ -101,6 +101,9 @@ final class Emitter {
                 }
             }
             try sink.write(path, .entry(entry, hardLinkTo: linkTo))
+            if format == .overlay, let name = path.lastName, name.hasPrefix(Whiteout.ociPrefix) {
+                summary.markerLookalikes.append(bReader.display(path))
+            }
             if linkTo == nil && entry.type == .regular { summary.layerContentBytes += entry.status.size }
         case .whiteout(let time):
             try sink.write(path, .whiteout(time))
