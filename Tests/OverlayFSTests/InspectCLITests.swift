@@ -79,6 +79,13 @@ struct InspectCLITests {
         _ = shell(
             "cd \(shellQuote(temp.path)) && mkdir -p esc/sub && echo x > esc/evil && "
                 + "tar -C esc/sub -cf esc.tar --absolute-names ../evil")
+        // A tarball whose entry goes through a whiteout marker name used as a directory.
+        _ = shell(
+            "cd \(shellQuote(temp.path)) && mkdir -p marker/.wh.x && echo f > marker/.wh.x/f && "
+                + "tar -C marker -cf marker.tar ./.wh.x/f")
+        // A truncated zstd layer.
+        _ = shell(
+            "cd \(shellQuote(temp.path)) && tar -C marker -cf - . | zstd -q -c | head -c 40 > cut.tar.zst")
         let cases: [(String, String)] = [
             (temp.url("missing"), "no such layer (no such file or directory)"),
             (temp.url("notes.txt"), "not a layer: neither a directory nor a tar archive"),
@@ -86,6 +93,11 @@ struct InspectCLITests {
             (temp.url("pipe"), "not a layer: a fifo is neither a layer directory nor a layer tarball"),
             (temp.url("image.tar"), "not a layer: this is an image archive"),
             (temp.url("esc.tar"), "not a layer: entry ../evil: path has a '..' component"),
+            (
+                temp.url("marker.tar"),
+                "not a layer: entry ./.wh.x/f: goes through '.wh.x', a whiteout marker name used as a directory"
+            ),
+            (temp.url("cut.tar.zst"), "damaged layer tarball: damaged zstd stream"),
         ]
         // Scratch space (tarball skeletons) goes to $TMPDIR and must be gone after a failure too.
         let scratch = temp.url("scratch")

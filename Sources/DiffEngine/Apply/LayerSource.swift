@@ -64,7 +64,8 @@ struct TarLayerSource: LayerSource {
         do {
             reader = try ArchiveReader(input: fd)
         } catch {
-            throw DiffError(path: path, reason: "not a layer tarball: \(error.message)")
+            throw DiffError(
+                path: path, reason: (error.isDamage ? "damaged layer: " : "not a layer tarball: ") + error.message)
         }
         while true {
             let stored: ArchiveEntry

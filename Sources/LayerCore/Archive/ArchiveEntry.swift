@@ -172,11 +172,15 @@ public struct ArchiveError: Error, CustomStringConvertible, Sendable {
     public var message: String
     /// The underlying errno, if any.
     public var errno: Errno?
+    /// Whether the compressed stream is damaged or cut short (a checksum mismatch, an invalid
+    /// code, a truncation), as opposed to not being a layer at all.
+    public var isDamage: Bool
 
     /// An error from its parts.
-    public init(_ message: String, errno: Errno? = nil) {
+    public init(_ message: String, errno: Errno? = nil, isDamage: Bool = false) {
         self.message = message
         self.errno = errno
+        self.isDamage = isDamage
     }
 
     public var description: String { message }

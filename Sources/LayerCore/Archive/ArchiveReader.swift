@@ -166,7 +166,9 @@ public final class ArchiveReader {
 
     private func failure(_ what: String) -> ArchiveError {
         // A damaged compressed stream: say so, rather than what libarchive made of the cut.
-        if let damage = checked.failure { return ArchiveError(damage, errno: checked.failureErrno) }
+        if let damage = checked.failure {
+            return ArchiveError(damage, errno: checked.failureErrno, isDamage: checked.failureErrno == nil)
+        }
         let message = archive_error_string(archive).map { String(cString: $0) } ?? "libarchive error"
         let code = archive_errno(archive)
         return ArchiveError("\(what): \(message)", errno: code > 0 ? Errno(rawValue: code) : nil)

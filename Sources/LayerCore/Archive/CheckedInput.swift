@@ -80,7 +80,7 @@ final class CheckedInput {
         while let chunk = read() {
             if chunk.isEmpty { return }
         }
-        throw ArchiveError(failure ?? "damaged stream", errno: failureErrno)
+        throw ArchiveError(failure ?? "damaged stream", errno: failureErrno, isDamage: failureErrno == nil)
     }
 
     // MARK: - Raw input

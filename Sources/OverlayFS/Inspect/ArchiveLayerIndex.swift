@@ -131,7 +131,7 @@ public final class ArchiveLayerIndex: Sendable {
             let what = recognized.map { "the \($0) stream" } ?? "the archive"
             detail = detail.dropLast("libarchive error".count) + "\(what) ends early or is corrupt"
         }
-        if entriesRead > 0 || recognized != nil {
+        if entriesRead > 0 || recognized != nil || error.isDamage {
             return PathError(path: path, reason: "damaged layer tarball: \(detail)", errno: error.errno)
         }
         return PathError(path: path, reason: "not a layer: neither a directory nor a tar archive (\(detail))")
@@ -240,6 +240,13 @@ private struct SkeletonBuilder {
         } catch {
             throw PathError(
                 path: archivePath, reason: "not a layer: entry \(escapeForDisplay(entry.path)): \(error)")
+        }
+        // As `layerdiff apply`: a whiteout marker name is never a directory on the way (x/.wh.y/z).
+        if let marker = path.components.dropLast().first(where: { $0.bytes.starts(with: Array(".wh.".utf8)) }) {
+            throw PathError(
+                path: archivePath,
+                reason: "not a layer: entry \(escapeForDisplay(entry.path)): goes through '\(marker)', a whiteout "
+                    + "marker name used as a directory")
         }
         layout.note(path)
         guard let name = path.lastName else {
