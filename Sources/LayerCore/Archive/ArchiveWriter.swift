@@ -101,7 +101,12 @@ public final class ArchiveWriter {
         archive_entry_set_perm(header, mode_t(entry.permissions & 0o7777))
         archive_entry_set_uid(header, Int64(entry.userID))
         archive_entry_set_gid(header, Int64(entry.groupID))
-        archive_entry_set_mtime(header, time_t(entry.modificationTime.seconds), Int(entry.modificationTime.nanoseconds))
+        // libarchive writes a time before 1970 with a fraction wrongly in PAX (-0.25 s, stored as
+        // seconds -1 + 0.75, becomes "mtime=-1.75", which GNU tar, Python and Go read as -1.75):
+        // such a time is stored at the whole second before it, which every reader agrees on.
+        let time = entry.modificationTime
+        let nanoseconds = time.seconds < 0 ? 0 : Int(time.nanoseconds)
+        archive_entry_set_mtime(header, time_t(time.seconds), nanoseconds)
         switch entry.kind {
         case .regular: archive_entry_set_size(header, entry.size)
         case .hardLink:
