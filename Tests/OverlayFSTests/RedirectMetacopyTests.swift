@@ -170,6 +170,8 @@ struct MalformedRedirectTests {
         Case(name: "metacopy, xattr too short", top: metacopy("plain", "ab"), errno: .ioError),
         Case(name: "metacopy, no data below", top: metacopy("nodata", ""), errno: .ioError),
         Case(name: "metacopy over a directory", top: metacopy("dir", ""), errno: .ioError),
+        Case(name: "empty metacopy over a directory", top: metacopy("dir", "", size: 0), errno: .ioError),
+        Case(name: "empty metacopy, no data below", top: metacopy("nodata", "", size: 0), errno: .ioError),
         Case(
             name: "metacopy renamed, redirect to the data",
             top: metacopy("moved", "") + [.xattr("moved", name: "trusted.overlay.redirect", value: "/src/f")],

@@ -359,12 +359,11 @@ public struct Resolver: Sendable {
     }
 
     /// Whether the regular file `name` of `container` is metadata only (has a metacopy xattr).
-    /// An empty file has no data to find, so it is never treated as one.
+    /// An empty one too: as in the kernel, its data must then be found below (else `EIO`).
     ///
     /// - Throws: `EIO` for a metacopy xattr of 1 to 3 bytes (too short for the kernel's
     ///   header), other errnos of reading xattrs.
     func isMetacopy(_ name: FileName, in container: FileDescriptor, status: FileStatus) throws(Errno) -> Bool {
-        guard status.size > 0 else { return false }
         let names: [[UInt8]]
         do {
             names = try container.extendedAttributeNames(of: name)
