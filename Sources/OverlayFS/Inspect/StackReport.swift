@@ -137,6 +137,13 @@ public struct StackReport: Sendable {
         var accumulator = ReportAccumulator(layerCount: stack.layers.count, top: top)
         let walker = StackWalker(stack: stack, includeHidden: true, checksOpacity: true)
         try walker.walkInParallel(&accumulator, workers: workers)
+        if accumulator.metRedirect {
+            // A redirect lets the walk meet a layer entry at two merged paths (a renamed
+            // directory's contents at the new name and, hidden, at the old one): walk again,
+            // keeping each layer entry once. Stacks without redirects are walked once.
+            accumulator = ReportAccumulator(layerCount: stack.layers.count, top: top, keepsEntries: true)
+            try walker.walkInParallel(&accumulator, workers: workers)
+        }
         var report = accumulator.finish()
         for index in report.wasted.indices where report.wasted[index].hiding.isShadowing {
             report.wasted[index].sameContentAsHider = sameContent(report.wasted[index], stack)
@@ -206,18 +213,60 @@ struct ReportAccumulator: ParallelStackVisitor {
         }
     }
 
+    /// A layer entry met at one merged path or more (kept when ``keepsEntries``).
+    private struct EntryKey: Hashable, Sendable {
+        var layer: Int
+        var path: RelativePath
+    }
+
+    /// What the walk met of one layer entry: visible when any meeting is; else hidden by the
+    /// layer hiding it last.
+    private struct EntryState: Sendable {
+        var type: FileType
+        var status: FileStatus
+        var isMetacopy: Bool
+        var visible: Bool
+        var hiding: Hiding?
+
+        mutating func meet(visible other: Bool, hiding: Hiding?) {
+            if other { visible = true }
+            if let hiding, self.hiding.map({ $0.layer < hiding.layer }) ?? true { self.hiding = hiding }
+        }
+    }
+
     private var report: StackReport
     private var inodes: [InodeKey: InodeState] = [:]
     private let top: Int
+    /// Whether each layer entry is kept by its layer path and counted once in ``finish()`` (for
+    /// stacks with redirects); otherwise counted as met, each once by construction.
+    private let keepsEntries: Bool
+    private var entries: [EntryKey: EntryState] = [:]
+    /// The merged tree's hard-linked inodes met so far (with ``keepsEntries``).
+    private var mergedLinked = Set<FileIdentity>()
+    /// Whether the walk followed a redirect (then entries must be kept: see ``keepsEntries``).
+    private(set) var metRedirect = false
 
-    init(layerCount: Int, top: Int) {
+    init(layerCount: Int, top: Int, keepsEntries: Bool = false) {
         report = StackReport(layers: Array(repeating: LayerFigures(), count: layerCount))
         self.top = top
+        self.keepsEntries = keepsEntries
     }
 
-    func fork() -> ReportAccumulator { ReportAccumulator(layerCount: report.layers.count, top: top) }
+    func fork() -> ReportAccumulator {
+        ReportAccumulator(layerCount: report.layers.count, top: top, keepsEntries: keepsEntries)
+    }
 
     mutating func merge(_ other: ReportAccumulator) {
+        metRedirect = metRedirect || other.metRedirect
+        mergedLinked.formUnion(other.mergedLinked)
+        for (key, state) in other.entries {
+            if var mine = entries[key] {
+                mine.meet(visible: state.visible, hiding: state.hiding)
+                entries[key] = mine
+            } else {
+                entries[key] = state
+            }
+        }
         for (index, figures) in other.report.layers.enumerated() { report.layers[index].add(figures) }
         report.merged.files += other.report.merged.files
         report.merged.directories += other.report.merged.directories
@@ -246,6 +295,11 @@ struct ReportAccumulator: ParallelStackVisitor {
     mutating func leave(_ entry: WalkEntry) throws(PathError) {}
 
     mutating func visit(_ entry: WalkEntry) throws(PathError) -> Bool {
+        if entry.followedRedirect { metRedirect = true }
+        if keepsEntries {
+            keep(entry)
+            return true
+        }
         let type = entry.status.type
         if entry.isDirectory {
             let layers = entry.layers
@@ -270,14 +324,15 @@ struct ReportAccumulator: ParallelStackVisitor {
             count(hiding, entries: 1, bytes: 0)
         } else {
             report.layers[layer].visibleEntries += 1
-            switch type {
-            case .regular: report.merged.files += 1
-            case .symlink: report.merged.symlinks += 1
-            default: report.merged.specials += 1
-            }
+            if !entry.isDataFile { countMerged(entry) }
         }
         guard type == .regular else { return true }
         let size = entry.status.size
+        if entry.isMetacopy {
+            // Metadata only: the data (and its bytes) are the lower data file's.
+            if entry.hiding == nil { report.merged.bytes += size }
+            return true
+        }
         if entry.status.linkCount <= 1 {
             report.layers[layer].bytes += size
             if let hiding = entry.hiding {
@@ -286,7 +341,7 @@ struct ReportAccumulator: ParallelStackVisitor {
                     path: { (entry.displayPath, entry.parent.relativePath.appending(entry.name)) })
             } else {
                 report.layers[layer].visibleBytes += size
-                report.merged.bytes += size
+                if !entry.isDataFile { report.merged.bytes += size }
             }
             return true
         }
@@ -300,6 +355,86 @@ struct ReportAccumulator: ParallelStackVisitor {
         }
         inodes[key] = state
         return true
+    }
+
+    /// Counts a visible entry of the merged tree (not its bytes).
+    private mutating func countMerged(_ entry: WalkEntry) {
+        switch entry.status.type {
+        case .directory: report.merged.directories += 1
+        case .regular: report.merged.files += 1
+        case .symlink: report.merged.symlinks += 1
+        default: report.merged.specials += 1
+        }
+    }
+
+    /// Records a met entry by its path in each of its layers (and a metacopy file's data file by
+    /// its path), so that ``finish()`` counts each once; counts the merged tree as met.
+    private mutating func keep(_ entry: WalkEntry) {
+        if entry.hiding == nil && !entry.isDataFile {
+            countMerged(entry)
+            if entry.status.type == .regular {
+                if entry.status.linkCount <= 1 {
+                    report.merged.bytes += entry.status.size
+                } else if mergedLinked.insert(entry.status.identity).inserted {
+                    report.merged.bytes += entry.status.size
+                }
+            }
+        }
+        for layer in entry.layers {
+            // For the lower directories of a merged one only the type counts.
+            meet(
+                EntryKey(layer: layer.rawValue, path: entry.layerPath(in: layer)), status: entry.status,
+                isMetacopy: entry.isMetacopy, hiding: entry.hiding)
+        }
+        if let data = entry.data, data.path != nil, let path = entry.dataPath {
+            // Renamed metacopy file: its data file is met here, at another path of its layer.
+            meet(
+                EntryKey(layer: data.layer.rawValue, path: path), status: data.status, isMetacopy: false,
+                hiding: entry.hiding)
+        }
+    }
+
+    private mutating func meet(_ key: EntryKey, status: FileStatus, isMetacopy: Bool, hiding: Hiding?) {
+        if var state = entries[key] {
+            state.meet(visible: hiding == nil, hiding: hiding)
+            entries[key] = state
+        } else {
+            entries[key] = EntryState(
+                type: status.type, status: status, isMetacopy: isMetacopy, visible: hiding == nil, hiding: hiding)
+        }
+    }
+
+    /// Counts the kept entries: each layer entry once, visible when any meeting was.
+    private mutating func settleEntries() {
+        let keys = entries.keys.sorted { ($0.layer, $0.path) < ($1.layer, $1.path) }
+        for key in keys {
+            guard let state = entries[key] else { continue }
+            let layer = key.layer
+            switch state.type {
+            case .directory: report.layers[layer].directories += 1
+            case .regular: report.layers[layer].files += 1
+            case .symlink: report.layers[layer].symlinks += 1
+            default: report.layers[layer].specials += 1
+            }
+            let hiding = state.visible ? nil : state.hiding
+            if let hiding {
+                report.layers[layer].deadEntries += 1
+                count(hiding, entries: 1, bytes: 0)
+            } else {
+                report.layers[layer].visibleEntries += 1
+            }
+            guard state.type == .regular, !state.isMetacopy else { continue }
+            let inodeKey = InodeKey(layer: layer, identity: state.status.identity)
+            var inode = inodes[inodeKey] ?? InodeState(size: state.status.size, path: "")
+            inode.names += 1
+            if let hiding {
+                inode.hide(hiding, path: key.path.absoluteDisplay, relative: key.path)
+            } else {
+                inode.visibleNames += 1
+            }
+            inodes[inodeKey] = inode
+        }
+        entries = [:]
     }
 
     private mutating func count(_ hiding: Hiding, entries: Int, bytes: Int64) {
@@ -335,6 +470,7 @@ struct ReportAccumulator: ParallelStackVisitor {
 
     /// The report, once every worker's part is merged: hard-linked inodes are settled here.
     mutating func finish() -> StackReport {
+        if keepsEntries { settleEntries() }
         let keys = inodes.keys.sorted { ($0.layer, $0.identity.inode) < ($1.layer, $1.identity.inode) }
         // The merged tree holds each inode once, even when two layers hold names of it (layers
         // made with `cp -al` share inodes; the kernel overlay shows them as one file).
@@ -345,7 +481,7 @@ struct ReportAccumulator: ParallelStackVisitor {
             report.layers[key.layer].extraHardLinks += state.names - 1
             if state.visibleNames > 0 {
                 report.layers[key.layer].visibleBytes += state.size
-                if mergedInodes.insert(key.identity).inserted { report.merged.bytes += state.size }
+                if !keepsEntries && mergedInodes.insert(key.identity).inserted { report.merged.bytes += state.size }
             } else if let hiding = state.lastHiding {
                 dead(
                     size: state.size, layer: LayerIndex(key.layer), hiding: hiding,

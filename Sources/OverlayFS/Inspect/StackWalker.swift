@@ -38,6 +38,36 @@ public struct WalkEntry {
     public var data: DataFile?
     /// Nil when the entry is in the merged tree; otherwise why not.
     public var hiding: Hiding?
+    /// The layers whose directory of ``parent`` is at another path in the layer (reached through
+    /// a redirect), with that path. Empty in a stack without redirects.
+    public var layerParents: [LayerIndex: TreePath] = [:]
+    /// The resolver's redirects for this entry (see ``ResolvedEntry/redirects``).
+    public var redirects: [LayerIndex: LayerPath] = [:]
+    /// Whether this is the lower file holding the data of a metacopy version of the same path
+    /// (reported right after it, with its visibility): it is not a name of the merged tree.
+    public var isDataFile = false
+
+    /// Whether this is a metacopy file (metadata only: it stores no data bytes).
+    public var isMetacopy: Bool { data != nil }
+
+    /// Whether reaching this entry (or its data) followed a redirect: then a layer entry can be
+    /// met at more than one merged path.
+    public var followedRedirect: Bool { !redirects.isEmpty || !layerParents.isEmpty || data?.path != nil }
+
+    /// The entry's path in `layer` (one of ``layers``): its merged path unless a redirect moved it.
+    public func layerPath(in layer: LayerIndex) -> RelativePath {
+        StackWalker.layerPath(of: name, redirect: redirects[layer], in: layer, parents: layerParents, parent: parent)
+            .relativePath
+    }
+
+    /// The path of the data file of a metacopy entry in its layer.
+    public var dataPath: RelativePath? {
+        guard let data else { return nil }
+        return StackWalker.layerPath(
+            of: name, redirect: data.path, in: data.layer, parents: layerParents, parent: parent
+        )
+        .relativePath
+    }
 
     /// Opens the file holding the entry's content: its own, or a metacopy file's data file.
     ///
@@ -152,7 +182,9 @@ public struct StackWalker: Sendable {
 
     /// Walks one task of a parallel walk (the roots are listed through fresh opens).
     func walkTask<V: StackVisitor>(_ task: WalkTask, _ visitor: inout V) throws(PathError) {
-        try walkDirectory(task.directories, path: task.path, hider: task.hider, owned: !task.path.isRoot, &visitor)
+        try walkDirectory(
+            task.directories, path: task.path, hider: task.hider, owned: !task.path.isRoot,
+            layerPaths: task.layerPaths, &visitor)
     }
 
     /// Walks the merged directory made of `directories` (top first) at `path`.
@@ -271,7 +303,7 @@ public struct StackWalker: Sendable {
     /// itself (then it reads them in place, as nothing else uses their offset).
     private func walkDirectory<V: StackVisitor>(
         _ directories: [LayerDirectory], path: TreePath, hider: HiderContext?, owned: Bool = true,
-        _ visitor: inout V
+        layerPaths: [LayerIndex: TreePath] = [:], _ visitor: inout V
     ) throws(PathError) {
         try Interruption.shared.check()
         let hidden = hider != nil
@@ -287,7 +319,7 @@ public struct StackWalker: Sendable {
                 }
                 try visit(
                     found, container: directories[0].descriptor, path: path, hiding: hiding,
-                    childHider: hider?.child(name), &visitor)
+                    childHider: hider?.child(name), layerPaths: layerPaths, &visitor)
             }
             return
         }
@@ -318,7 +350,7 @@ public struct StackWalker: Sendable {
         if sortsNames { order.sort() }
         for name in order {
             guard let slot = positions[name], slot.lowestEntry >= 0 else { continue }
-            try resolveChain(name, directories, slot, path: path, hider: hider, &visitor)
+            try resolveChain(name, directories, slot, path: path, hider: hider, layerPaths: layerPaths, &visitor)
         }
     }
 
@@ -326,9 +358,12 @@ public struct StackWalker: Sendable {
     /// layers below where each lookup stopped, until no lower layer holds the name.
     private func resolveChain<V: StackVisitor>(
         _ name: FileName, _ directories: [LayerDirectory], _ slot: Positions, path: TreePath,
-        hider: HiderContext?, _ visitor: inout V
+        hider: HiderContext?, layerPaths: [LayerIndex: TreePath], _ visitor: inout V
     ) throws(PathError) {
         var start = 0
+        // The layer holding the data of the first metacopy version met, at this same name, and
+        // that version's visibility: the data file is as visible as the metacopy file.
+        var metacopyData: (layer: LayerIndex, hiding: Hiding?)?
         // The hider of the next version, and its directory at this name (for its children).
         var stopper: (hiding: Hiding, directory: FileDescriptor?)?
         while start <= slot.lowestEntry {
@@ -356,7 +391,7 @@ public struct StackWalker: Sendable {
                 bottom = layer
                 stopper = (Hiding(layer: layer, isShadowing: false), nil)
             case .found(let found):
-                let hiding: Hiding?
+                var hiding: Hiding?
                 let childHider: HiderContext?
                 if let stopper {
                     hiding = stopper.hiding
@@ -368,8 +403,20 @@ public struct StackWalker: Sendable {
                     }
                     childHider = hider?.child(name)
                 }
+                var isDataFile = false
+                if let data = metacopyData, data.layer == found.layer, found.data == nil,
+                    found.status.type == .regular
+                {
+                    hiding = data.hiding
+                    isDataFile = true
+                }
+                if metacopyData == nil, let data = found.data, data.path == nil {
+                    metacopyData = (data.layer, hiding)
+                }
                 let container = remaining.first { $0.layer == found.layer }?.descriptor ?? remaining[0].descriptor
-                try visit(found, container: container, path: path, hiding: hiding, childHider: childHider, &visitor)
+                try visit(
+                    found, container: container, path: path, hiding: hiding, childHider: childHider,
+                    layerPaths: layerPaths, isDataFile: isDataFile, &visitor)
                 if let last = found.directories.last {
                     bottom = last.layer
                     stopper = (Hiding(layer: last.layer, isShadowing: true), last.descriptor)
@@ -386,14 +433,31 @@ public struct StackWalker: Sendable {
 
     private func format(of layer: LayerIndex) -> WhiteoutFormat { stack.stack[layer].format }
 
+    /// The path in `layer` of the entry `name` of the merged directory `parent`: reached through
+    /// `redirect` when set, else under its own name in the layer's directory of the parent (at
+    /// `parents[layer]` when a redirect moved that one).
+    static func layerPath(
+        of name: FileName, redirect: LayerPath?, in layer: LayerIndex, parents: [LayerIndex: TreePath],
+        parent: TreePath
+    ) -> TreePath {
+        switch redirect {
+        case .absolute(let components): TreePath.from(RelativePath(components: components))
+        case .name(let other): (parents[layer] ?? parent).appending(other)
+        case nil: (parents[layer] ?? parent).appending(name)
+        }
+    }
+
     private func visit<V: StackVisitor>(
         _ found: ResolvedEntry, container: FileDescriptor, path: TreePath, hiding: Hiding?,
-        childHider: HiderContext?, _ visitor: inout V
+        childHider: HiderContext?, layerPaths: [LayerIndex: TreePath], isDataFile: Bool = false, _ visitor: inout V
     ) throws(PathError) {
-        let entry = WalkEntry(
+        var entry = WalkEntry(
             name: found.name, parent: path, layer: found.layer, status: stack.status(of: found.status, in: found.layer),
             resolvedStatus: found.status, directories: found.directories, container: container, data: found.data,
             hiding: hiding)
+        entry.layerParents = layerPaths
+        entry.redirects = found.redirects
+        entry.isDataFile = isDataFile
         guard found.status.type == .directory else {
             _ = try visitor.visit(entry)
             return
@@ -402,10 +466,22 @@ public struct StackWalker: Sendable {
         guard try visitor.visit(entry) else { return }
         if hiding == nil || includeHidden {
             let childPath = path.appending(found.name)
+            var childPaths: [LayerIndex: TreePath] = [:]
+            if !layerPaths.isEmpty || !found.redirects.isEmpty {
+                for directory in found.directories
+                where layerPaths[directory.layer] != nil || found.redirects[directory.layer] != nil {
+                    childPaths[directory.layer] = Self.layerPath(
+                        of: found.name, redirect: found.redirects[directory.layer], in: directory.layer,
+                        parents: layerPaths, parent: path)
+                }
+            }
             if let pool, pool.wantsWork {
-                pool.push(WalkTask(directories: found.directories, path: childPath, hider: childHider))
+                pool.push(
+                    WalkTask(directories: found.directories, path: childPath, hider: childHider, layerPaths: childPaths)
+                )
             } else {
-                try walkDirectory(found.directories, path: childPath, hider: childHider, &visitor)
+                try walkDirectory(
+                    found.directories, path: childPath, hider: childHider, layerPaths: childPaths, &visitor)
             }
         }
         try visitor.leave(entry)

@@ -20,6 +20,8 @@ struct WalkTask: Sendable {
     var directories: [LayerDirectory]
     var path: TreePath
     var hider: StackWalker.HiderContext?
+    /// The layer directories at another path in their layer (see ``WalkEntry/layerParents``).
+    var layerPaths: [LayerIndex: TreePath] = [:]
 }
 
 /// The shared queue of a parallel walk: workers take directories from it and hand subdirectories
