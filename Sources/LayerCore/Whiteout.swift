@@ -22,6 +22,13 @@ public enum Whiteout {
     /// The OCI whiteout prefix, `.wh.`.
     public static let ociPrefix: [UInt8] = Array(".wh.".utf8)
 
+    /// The first component of `path` before its last that is an OCI marker name (`x/.wh.y/z`):
+    /// a marker is never a directory on the way to something else, so an archive entry through
+    /// one is refused. Nil when there is none.
+    public static func markerUsedAsDirectory(in path: RelativePath) -> FileName? {
+        path.components.dropLast().first { $0.bytes.starts(with: ociPrefix) }
+    }
+
     /// The prefix of OCI metadata names, `.wh..wh.`; only the opaque marker is defined.
     public static let ociMetaPrefix: [UInt8] = Array(".wh..wh.".utf8)
 

@@ -56,9 +56,6 @@ public final class LayerApplier {
         try apply(source)
     }
 
-    /// `.wh.`, the prefix of whiteout and opaque marker names.
-    static let markerPrefix: [UInt8] = Array(".wh.".utf8)
-
     /// Refuses a layer directory that is ROOT, lies inside ROOT or holds ROOT: applying it would
     /// rewrite the files it is reading (`apply X X` truncated every file) or copy itself into
     /// itself without end. Compared by identity (device and inode, walking up with `..`), so
@@ -115,9 +112,7 @@ public final class LayerApplier {
         let privileged = geteuid() == 0
         try source.forEach { (entry, _) throws(DiffError) in
             // A marker name is never a directory on the way to something else (x/.wh.y/z).
-            if source.honorsOCIMarkers,
-                let marker = entry.path.components.dropLast().first(where: { $0.bytes.starts(with: Self.markerPrefix) })
-            {
+            if source.honorsOCIMarkers, let marker = Whiteout.markerUsedAsDirectory(in: entry.path) {
                 throw DiffError(
                     path: "\(source.path): \(entry.display)",
                     reason: "refused: goes through '\(marker)', a whiteout marker name used as a directory")

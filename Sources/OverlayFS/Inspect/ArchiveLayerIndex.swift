@@ -242,7 +242,7 @@ private struct SkeletonBuilder {
                 path: archivePath, reason: "not a layer: entry \(escapeForDisplay(entry.path)): \(error)")
         }
         // As `layerdiff apply`: a whiteout marker name is never a directory on the way (x/.wh.y/z).
-        if let marker = path.components.dropLast().first(where: { $0.bytes.starts(with: Array(".wh.".utf8)) }) {
+        if let marker = Whiteout.markerUsedAsDirectory(in: path) {
             throw PathError(
                 path: archivePath,
                 reason: "not a layer: entry \(escapeForDisplay(entry.path)): goes through '\(marker)', a whiteout "
