@@ -92,25 +92,80 @@ public struct MergedPath: Sendable {
     ///
     /// - Throws: ``PathError`` when a layer cannot be read.
     public func resolve(_ path: RelativePath, upTo limit: LayerIndex? = nil) throws(PathError) -> Outcome {
+        try trace(path, upTo: limit).outcome
+    }
+
+    /// Where resolving a path ended, and where each layer holds the path.
+    struct Trace {
+        /// Where resolving ended.
+        var outcome: Outcome
+        /// Each layer's path for the merged path: the path the merged lookup looks it up at in
+        /// that layer (moved by the redirects of the layers above), or would have had it not
+        /// stopped above; past the end of the resolution, the rest of the path as written.
+        var layerPaths: [LayerIndex: RelativePath]
+    }
+
+    /// Each layer's path for the merged path `path`: the top layer's is `path`; each lower
+    /// layer's is where a lookup of the path of the layer above, over the layers up to that one,
+    /// looks in it (so the redirects of every layer above apply, as in the merged lookup, also
+    /// below a layer where the merged lookup stopped).
+    ///
+    /// - Throws: ``PathError`` when a layer cannot be read.
+    func layerPaths(of path: RelativePath) throws(PathError) -> [LayerIndex: RelativePath] {
+        let top = stack.stack.topIndex
+        var paths = [top: path]
+        var current = path
+        for upper in stride(from: top.rawValue, to: 0, by: -1) {
+            let layer = LayerIndex(upper - 1)
+            if !current.isRoot {
+                current = try trace(current, upTo: LayerIndex(upper)).layerPaths[layer] ?? current
+            }
+            paths[layer] = current
+        }
+        return paths
+    }
+
+    /// Resolves `path` as ``resolve(_:upTo:)`` does, following the path into each layer.
+    ///
+    /// - Throws: ``PathError`` when a layer cannot be read.
+    func trace(_ path: RelativePath, upTo limit: LayerIndex?) throws(PathError) -> Trace {
         var directories = try roots(upTo: limit)
-        if path.isRoot { return .root(directories) }
+        var paths = Dictionary(uniqueKeysWithValues: directories.map { ($0.layer, RelativePath.root) })
+        let names = path.components
+        func ending(_ outcome: Outcome, after depth: Int) -> Trace {
+            for (layer, reached) in paths {
+                paths[layer] = RelativePath(components: reached.components + names[(depth + 1)...])
+            }
+            return Trace(outcome: outcome, layerPaths: paths)
+        }
+        if path.isRoot { return Trace(outcome: .root(directories), layerPaths: paths) }
         var prefix = RelativePath.root
-        for (depth, name) in path.components.enumerated() {
+        for (depth, name) in names.enumerated() {
             let result = try lookup(name, in: directories, at: prefix)
             prefix = prefix.appending(name)
+            for (layer, parent) in paths {
+                if case .found(let entry) = result, let moved = entry.searched[layer] {
+                    switch moved {
+                    case .name(let other): paths[layer] = parent.appending(other)
+                    case .absolute(let components): paths[layer] = RelativePath(components: components)
+                    }
+                } else {
+                    paths[layer] = parent.appending(name)
+                }
+            }
             switch result {
-            case .absent: return .absent(at: prefix)
-            case .whitedOut(let layer): return .whitedOut(by: layer, at: prefix)
+            case .absent: return ending(.absent(at: prefix), after: depth)
+            case .whitedOut(let layer): return ending(.whitedOut(by: layer, at: prefix), after: depth)
             case .found(let entry):
-                if depth == path.components.count - 1 { return .found(entry, parent: directories) }
+                if depth == names.count - 1 { return ending(.found(entry, parent: directories), after: depth) }
                 guard entry.status.type == .directory else {
                     let type = stack.status(of: entry.status, in: entry.layer).type
-                    return .notDirectory(at: prefix, layer: entry.layer, type: type)
+                    return ending(.notDirectory(at: prefix, layer: entry.layer, type: type), after: depth)
                 }
                 directories = entry.directories
             }
         }
-        return .absent(at: prefix)
+        return Trace(outcome: .absent(at: prefix), layerPaths: paths)
     }
 
     /// The canonical form of a user's path in the merged tree: `.` and `..` applied, symlinks of the
@@ -247,6 +302,10 @@ public struct PathVersion: Sendable {
     public var reason: String?
     /// What could not be read of this version (its content for the hash, its link target).
     public var problem: String?
+    /// The version's path in its layer, when it is not the merged path: a redirect above (kernel
+    /// overlayfs `redirect_dir`, or a renamed metacopy file) has the merged lookup look it up
+    /// there.
+    public var layerPath: RelativePath?
 }
 
 /// How a path stands in the merged tree and every layer's version of it.
@@ -262,7 +321,8 @@ public struct PathReport: Sendable {
     /// When the path is not in the merged tree but a layer holds it: the layer that deletes it
     /// (a whiteout of it or of a parent, an opaque directory, a non-directory over a parent).
     public var deletedBy: LayerIndex?
-    /// Every layer's version, top layer first.
+    /// Every layer's version, top layer first: the entries the merged lookup looks up (at their
+    /// own path in the layer, after redirects) and the ones hidden from it there.
     public var versions: [PathVersion]
     /// When symlinks of the merged tree were followed (so the path as written is not a path of
     /// the merged tree): the path as written, `.` and `..` applied lexically.
@@ -284,8 +344,10 @@ extension MergedPath {
         let path = try canonical(raw, followLast: false)
         var report = PathReport(given: escapeForDisplay(raw), path: path, versions: [])
         let outcome = try resolve(path)
+        let paths = try layerPaths(of: path)
         for layer in stack.stack.topFirst {
-            report.versions += try versions(of: path, in: layer, hashContent: hashContent, problems: &report.problems)
+            report.versions += try versions(
+                of: path, in: layer, paths: paths, hashContent: hashContent, problems: &report.problems)
         }
         // The top version hidden by a deletion, when the path is not in the merged tree.
         let deleted = report.versions.first { $0.hiding.map { !$0.isShadowing } ?? false }
@@ -337,7 +399,7 @@ extension MergedPath {
             report.literalPath = literal
             for layer in stack.stack.topFirst {
                 report.literalVersions += try versions(
-                    of: literal, in: layer, hashContent: hashContent, problems: &report.problems)
+                    of: literal, in: layer, paths: nil, hashContent: hashContent, problems: &report.problems)
             }
         }
         return report
@@ -359,9 +421,29 @@ extension MergedPath {
         return RelativePath(components: names)
     }
 
-    /// What `layer` holds at `path` (at most an entry and a whiteout), with visibility.
+    /// What `layer` holds for the merged path `merged` (at most an entry and a whiteout), with
+    /// visibility: at its path in `paths` (the merged lookup's, see ``Trace/layerPaths``), at
+    /// `merged` itself when `paths` is nil.
     private func versions(
-        of path: RelativePath, in layer: LayerIndex, hashContent: Bool, problems: inout [PathError]
+        of merged: RelativePath, in layer: LayerIndex, paths: [LayerIndex: RelativePath]?, hashContent: Bool,
+        problems: inout [PathError]
+    ) throws(PathError) -> [PathVersion] {
+        let path = paths?[layer] ?? merged
+        var result = try versions(at: path, in: layer, hashContent: hashContent, problems: &problems)
+        for index in result.indices {
+            if path != merged { result[index].layerPath = path }
+            guard case .entry(let status) = result[index].kind else { continue }
+            let (hiding, reason) = try visibility(
+                of: layer, at: merged, paths: paths, isDirectory: status.type == .directory)
+            result[index].hiding = hiding
+            result[index].reason = reason
+        }
+        return result
+    }
+
+    /// What `layer` holds at its own path `path` (at most an entry and a whiteout).
+    private func versions(
+        at path: RelativePath, in layer: LayerIndex, hashContent: Bool, problems: inout [PathError]
     ) throws(PathError) -> [PathVersion] {
         let info = stack.layers[layer.rawValue]
         let format = stack.stack[layer].format
@@ -425,28 +507,28 @@ extension MergedPath {
         } catch {
             throw PathError(path: where_, errno: error, what: "entry")
         }
-        for index in result.indices {
-            guard case .entry(let status) = result[index].kind else { continue }
-            let (hiding, reason) = try visibility(of: layer, at: path, isDirectory: status.type == .directory)
-            result[index].hiding = hiding
-            result[index].reason = reason
-        }
         return result
     }
 
-    /// Whether layer `layer`'s entry at `path` is in the merged tree; if not, the lowest upper layer
-    /// hiding it (found by resolving over the layers up to each upper layer in turn) and how.
-    func visibility(of layer: LayerIndex, at path: RelativePath, isDirectory: Bool) throws(PathError)
-        -> (Hiding?, String?)
-    {
+    /// Whether layer `layer`'s entry for the merged path `path` is in the merged tree; if not, the
+    /// lowest upper layer hiding it (found by resolving over the layers up to each upper layer in
+    /// turn, each at its own path for `path`) and how. The entry is the one at `paths[layer]` (the
+    /// merged lookup's path in that layer, see ``Trace/layerPaths``), or at `path` when `paths` is
+    /// nil: one the lookup does not look up there (a redirect above moves it) is not visible.
+    func visibility(
+        of layer: LayerIndex, at path: RelativePath, paths: [LayerIndex: RelativePath]?, isDirectory: Bool
+    ) throws(PathError) -> (Hiding?, String?) {
         let top = stack.stack.topIndex
         guard layer < top else { return (nil, nil) }
-        if try holds(layer, path, upTo: nil) == nil { return (nil, nil) }
+        let own = paths?[layer] ?? path
+        if try holds(layer, at: own, for: path, upTo: nil) == nil { return (nil, nil) }
         for limit in (layer.rawValue + 1)...top.rawValue {
-            if var (hiding, reason) = try holds(layer, path, upTo: LayerIndex(limit)) {
+            let upper = LayerIndex(limit)
+            let merged = paths?[upper] ?? path
+            if var (hiding, reason) = try holds(layer, at: own, for: merged, upTo: upper) {
                 // Shadowed whenever the hider holds an entry at this very path (say, a file re-created
                 // in an opaque directory), as the walker counts it.
-                if !hiding.isShadowing && hasEntry(path, in: hiding.layer) {
+                if !hiding.isShadowing && hasEntry(paths?[hiding.layer] ?? path, in: hiding.layer) {
                     hiding.isShadowing = true
                     reason = "shadowed"
                 }
@@ -467,13 +549,16 @@ extension MergedPath {
         return !(format.honorsOverlay && Whiteout.isOverlayWhiteout(status))
     }
 
-    /// Nil when `layer`'s entry at `path` is visible in the stack of layers up to `limit`;
-    /// otherwise the layer and words for what hides it.
-    private func holds(_ layer: LayerIndex, _ path: RelativePath, upTo limit: LayerIndex?) throws(PathError)
-        -> (Hiding, String)?
-    {
+    /// Nil when `layer`'s entry at `own` (its path in the layer) is what the merged path `path`
+    /// is, or merges into, in the stack of layers up to `limit`; otherwise the layer and words
+    /// for what hides it.
+    private func holds(
+        _ layer: LayerIndex, at own: RelativePath, for path: RelativePath, upTo limit: LayerIndex?
+    ) throws(PathError) -> (Hiding, String)? {
         var directories = try roots(upTo: limit)
         var prefix = RelativePath.root
+        // Where the lookup looks in `layer`.
+        var reached = RelativePath.root
         for (depth, name) in path.components.enumerated() {
             let result = try lookup(name, in: directories, at: prefix)
             prefix = prefix.appending(name)
@@ -485,9 +570,17 @@ extension MergedPath {
                 let words = isLast ? "whiteout" : "whiteout of \(prefix.absoluteDisplay)"
                 return (Hiding(layer: by, isShadowing: false), words)
             case .found(let entry):
+                switch entry.searched[layer] {
+                case .name(let other): reached = reached.appending(other)
+                case .absolute(let components): reached = RelativePath(components: components)
+                case nil: reached = reached.appending(name)
+                }
                 let members = entry.directories.map(\.layer)
                 if isLast {
-                    if entry.layer == layer || members.contains(layer) { return nil }
+                    if entry.layer == layer || members.contains(layer) {
+                        if reached == own { return nil }
+                        return (Hiding(layer: limit ?? stack.stack.topIndex, isShadowing: false), "moved by a redirect")
+                    }
                     return (Hiding(layer: entry.layer, isShadowing: true), "shadowed")
                 }
                 guard entry.status.type == .directory else {

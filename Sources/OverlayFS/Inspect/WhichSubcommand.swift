@@ -23,7 +23,9 @@ enum WhichSubcommand: Subcommand {
             For each path: the layer that provides it, then every layer's version, top first: its type, size,
             content hash (XXH3-128) or link target, and whether it is visible, shadowed (a newer entry at the same
             path hides it) or deleted (a whiteout, an opaque directory or a non-directory above it), naming the
-            lowest layer that hides it. Whiteouts at the path are listed too.
+            lowest layer that hides it. Whiteouts at the path are listed too. Each version is the one the merged
+            lookup looks up in its layer: below a renamed directory (kernel overlay redirect) or a renamed
+            metacopy file, at the old path, shown after the layer ("L1 /old/x").
 
             Each path stands alone: one that cannot be resolved (a symlink loop, a name over 255 bytes, a file
             given with a trailing /) or whose versions cannot be read is reported (an Error: line on stderr, an
@@ -123,7 +125,9 @@ enum WhichSubcommand: Subcommand {
     static func versionLines(_ versions: [PathVersion]) -> String {
         var out = ""
         for version in versions {
-            out += "  " + EntryFormat.layerLabel(version.layer) + "  "
+            out += "  " + EntryFormat.layerLabel(version.layer)
+            if let path = version.layerPath { out += " " + path.absoluteDisplay }
+            out += "  "
             switch version.kind {
             case .whiteout:
                 out += "whiteout\n"
@@ -201,6 +205,7 @@ enum WhichSubcommand: Subcommand {
         for version in versions {
             json.beginObject()
             json.field("layer", version.layer.rawValue + 1)
+            if let path = version.layerPath { json.field("layer_path", path.absoluteDisplay) }
             switch version.kind {
             case .whiteout:
                 json.field("type", "whiteout")

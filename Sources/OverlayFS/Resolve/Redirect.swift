@@ -16,6 +16,24 @@ public enum LayerPath: Sendable, Hashable {
         }
     }
 
+    /// The path being searched for, when every component is a name a lookup can reach (see
+    /// ``Redirect/lookupable(_:)``); nil otherwise (no layer holds it).
+    init?(validating path: SearchPath) {
+        func name(_ bytes: [UInt8]) -> FileName? { (try? Redirect.lookupable(bytes)) ?? nil }
+        switch path {
+        case .name(let bytes):
+            guard let valid = name(bytes) else { return nil }
+            self = .name(valid)
+        case .absolute(let components):
+            var names: [FileName] = []
+            for component in components {
+                guard let valid = name(component) else { return nil }
+                names.append(valid)
+            }
+            self = .absolute(names)
+        }
+    }
+
     /// The path of an entry the search reached (every component was looked up, so valid).
     init(reached path: SearchPath) {
         switch path {

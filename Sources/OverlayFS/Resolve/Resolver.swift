@@ -31,6 +31,11 @@ public struct ResolvedEntry: Sendable {
     /// the path that reaches them; empty when every layer holds the entry under its own name in
     /// the parent's directory.
     public var redirects: [LayerIndex: LayerPath] = [:]
+    /// Every layer the lookup looked in, or would have gone on to had it not stopped, under
+    /// another path than the entry's own name in the parent's directory of that layer (after a
+    /// redirect above it), with that path: the layers holding nothing there, a whiteout or
+    /// another type too. Empty when no redirect was followed.
+    public var searched: [LayerIndex: LayerPath] = [:]
     /// For a metacopy regular file: the lower file holding its data (``layer`` and ``status``
     /// give its metadata). Nil for anything else.
     public var data: DataFile?
@@ -118,13 +123,19 @@ public struct Resolver: Sendable {
             search.position += 1
             if try !step(&search, in: directory) { break }
         }
+        // The layers below a stop are not looked in, but this is where they hold the name.
+        if let path = search.path, path != .name(name.bytes), let reached = LayerPath(validating: path) {
+            for directory in search.candidates[search.position...] where search.searched[directory.layer] == nil {
+                search.searched[directory.layer] = reached
+            }
+        }
         if search.metacopy && search.data == nil { throw .ioError }
         if let layer = search.whitedOutBy { return .whitedOut(by: layer) }
         guard let (layer, status) = search.top else { return .absent }
         return .found(
             ResolvedEntry(
                 name: name, layer: layer, status: status, directories: search.collected,
-                redirects: search.redirects, data: search.data,
+                redirects: search.redirects, searched: search.searched, data: search.data,
                 usedOtherNames: search.usedOtherNames || search.metacopy))
     }
 
@@ -142,6 +153,7 @@ public struct Resolver: Sendable {
         var top: (LayerIndex, FileStatus)?
         var collected: [LayerDirectory] = []
         var redirects: [LayerIndex: LayerPath] = [:]
+        var searched: [LayerIndex: LayerPath] = [:]
         /// Whether a metacopy file was found and its data is being looked for.
         var metacopy = false
         var data: DataFile?
@@ -167,6 +179,7 @@ public struct Resolver: Sendable {
         let container: FileDescriptor
         let leaf: FileName
         let isOwnName = path == .name(search.name.bytes)
+        if !isOwnName, let reached = LayerPath(validating: path) { search.searched[layer] = reached }
         switch path {
         case .name(let name):
             container = directory.descriptor
