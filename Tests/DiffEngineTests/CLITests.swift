@@ -45,7 +45,8 @@ struct CLITests {
         let made = shell(
             "head -c 3000000 /dev/urandom > \(shellQuote(temp.url("b/rand"))) && \(shellQuote(Self.layerdiff)) "
                 + "\(shellQuote(temp.url("a"))) \(shellQuote(temp.url("b"))) -o \(shellQuote(layer)) --quiet; "
-                + "printf '\\252' | dd of=\(shellQuote(layer)) bs=1 seek=2000000 conv=notrunc 2>/dev/null")
+                + "python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(2000000); b = f.read(1); "
+                + "f.seek(2000000); f.write(bytes([b[0] ^ 0x55]))' \(shellQuote(layer))")
         #expect(made.status == 0, "\(made.err)")
         let result = run(Self.layerdiff, ["apply", layer, temp.url("root")])
         #expect(result.status == 2)

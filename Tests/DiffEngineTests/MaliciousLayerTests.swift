@@ -140,6 +140,47 @@ struct MaliciousLayerTests {
         #expect(access(space.root + "/x", F_OK) != 0, "written before the refusal")
     }
 
+    @Test("an entry below a non-directory (the layer's own or ROOT's) is refused before anything is written")
+    func entriesBelowNonDirectories() throws {
+        let space = Workspace(rootSteps: [.file("d/keep/file", "precious"), .file("f", "f")])
+        let directory = ArchiveEntry(path: Array("d".utf8), kind: .directory, permissions: 0o755)
+        let own = try space.apply([directory, Self.file("d/x"), Self.file("d"), Self.file("d/y")])
+        #expect(own?.contains("d/y: refused: its parent 'd' is not a directory in the layer") == true, "\(own ?? "")")
+        let inRoot = try space.apply([Self.file("new"), Self.file("f/y")])
+        #expect(inRoot?.contains("f/y: refused: 'f' in \(space.root) is a regular file") == true, "\(inRoot ?? "")")
+        #expect(FileManager.default.contents(atPath: space.root + "/d/keep/file") == Data("precious".utf8))
+        #expect(access(space.root + "/new", F_OK) != 0, "written before the refusal")
+        // Whited out first, the file is no obstacle.
+        #expect(try space.apply([Self.file(".wh.f"), Self.file("f/y")]) == nil)
+    }
+
+    @Test("a layer tarball inside ROOT is read whole even when it whites itself out")
+    func layerInsideRoot() throws {
+        let space = Workspace()
+        let layer = try space.layer([Self.file(".wh.layer.tar"), Self.file("after")])
+        let inside = space.root + "/layer.tar"
+        #expect(rename(layer, inside) == 0)
+        try LayerApplier(root: space.root).apply(layer: inside)
+        #expect(access(space.root + "/after", F_OK) == 0)
+        #expect(access(inside, F_OK) != 0, "the layer deletes its own name, as it says")
+    }
+
+    @Test("overlay-private xattrs in a tarball are not planted in ROOT", .enabled(if: runningAsRoot))
+    func overlayAttributesAreDropped() throws {
+        let space = Workspace()
+        var entry = Self.file("f")
+        entry.extendedAttributes = [
+            ExtendedAttribute(name: Array("trusted.overlay.redirect".utf8), value: Array("/etc".utf8)),
+            ExtendedAttribute(name: Array("trusted.overlay.opaque".utf8), value: Array("y".utf8)),
+            ExtendedAttribute(name: Array("user.keep".utf8), value: Array("v".utf8)),
+            ExtendedAttribute(name: Array("user.overlay.metacopy".utf8), value: []),
+        ]
+        #expect(try space.apply([entry]) == nil)
+        let listed = shell("getfattr -h -d -m - \(shellQuote(space.root + "/f"))").out
+        #expect(listed.contains("user.keep=\"v\""), "\(listed)")
+        #expect(!listed.contains("overlay"), "\(listed)")
+    }
+
     @Test("huge names are refused")
     func hugeNames() throws {
         let space = Workspace()

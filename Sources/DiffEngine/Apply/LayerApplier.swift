@@ -51,7 +51,7 @@ public final class LayerApplier {
             try checkSeparate(layerDirectory: layer)
             source = DirectoryLayerSource(path: layer, format: directoryFormat)
         } else {
-            source = TarLayerSource(path: layer)
+            source = try TarLayerSource(path: layer)
         }
         try apply(source)
     }
@@ -109,6 +109,10 @@ public final class LayerApplier {
         var opaques: [RelativePath] = []
         var symlinks = Set<RelativePath>()
         var directories = Set<RelativePath>()
+        // Non-directories the layer creates (for entries below them), and the parent paths of
+        // entries the layer does not create as directories (checked against ROOT after the pass).
+        var nonDirectories = Set<RelativePath>()
+        var parentsToCheck: [RelativePath: String] = [:]
         let privileged = geteuid() == 0
         try source.forEach { (entry, _) throws(DiffError) in
             // A marker name is never a directory on the way to something else (x/.wh.y/z).
@@ -126,6 +130,14 @@ public final class LayerApplier {
                             "refused: goes through '\(prefix)', a symlink in the layer (nothing is written through symlinks)"
                     )
                 }
+                if nonDirectories.contains(prefix) {
+                    throw DiffError(
+                        path: "\(source.path): \(entry.display)",
+                        reason: "refused: its parent '\(prefix)' is not a directory in the layer")
+                }
+            }
+            if !entry.path.isRoot, !directories.contains(entry.path.parent), parentsToCheck[entry.path.parent] == nil {
+                parentsToCheck[entry.path.parent] = entry.display
             }
             switch entry.role {
             case .whiteout(let target): whiteouts.append(entry.path.parent.appending(target))
@@ -160,8 +172,23 @@ public final class LayerApplier {
                 } else {
                     symlinks.remove(entry.path)
                 }
-                if entry.kind == .directory { directories.insert(entry.path) } else { directories.remove(entry.path) }
+                if entry.kind == .directory {
+                    directories.insert(entry.path)
+                    nonDirectories.remove(entry.path)
+                } else {
+                    directories.remove(entry.path)
+                    nonDirectories.insert(entry.path)
+                }
             }
+        }
+        // Entries below a non-directory already in ROOT (that the layer neither removes nor
+        // replaces by a directory) would fail half-way: refuse them before anything is written.
+        let removed = Set(whiteouts)
+        let cleared = Set(opaques)
+        for (parent, shown) in parentsToCheck {
+            try checkParentInRoot(
+                parent, layerDirectories: directories, removed: removed, cleared: cleared,
+                entry: "\(source.path): \(shown)")
         }
         // 2. Whiteouts and opaque markers, on the lower content only.
         for path in whiteouts {
@@ -313,6 +340,44 @@ public final class LayerApplier {
 
     /// The existing directory at `path` in ROOT, or nil when a component is missing or not a
     /// directory. A symlink on the way is refused.
+    /// Refuses `parent` (of an entry the layer holds) when a component of it is a non-directory
+    /// in ROOT that stays: not whited out, not below an opaque directory of the layer, not
+    /// created as a directory by the layer.
+    ///
+    /// - Throws: ``DiffError`` naming `entry`.
+    private func checkParentInRoot(
+        _ parent: RelativePath, layerDirectories: Set<RelativePath>, removed: Set<RelativePath>,
+        cleared: Set<RelativePath>, entry: String
+    ) throws(DiffError) {
+        var directory = root
+        var prefix = RelativePath.root
+        for name in parent.components {
+            let next = prefix.appending(name)
+            // The layer removes or replaces what ROOT holds here: nothing below needs checking.
+            if removed.contains(next) || cleared.contains(prefix) || layerDirectories.contains(next) { return }
+            let status: FileStatus?
+            do {
+                status = try directory.statusIfPresent(of: name)
+            } catch {
+                return  // reported with its path when the entry is applied
+            }
+            guard let status else { return }  // created by the apply
+            if status.type == .symlink {
+                throw DiffError(
+                    path: entry,
+                    reason: "refused: the path goes through '\(next)', a symlink in \(rootPath) (nothing is changed "
+                        + "through symlinks)")
+            }
+            guard status.type == .directory else {
+                throw DiffError(
+                    path: entry, reason: "refused: '\(next)' in \(rootPath) is a \(status.type), not a directory")
+            }
+            guard let opened = try? directory.open(name, flags: O_RDONLY | O_DIRECTORY) else { return }
+            directory = opened
+            prefix = next
+        }
+    }
+
     private func existingDirectory(_ path: RelativePath, for subject: RelativePath) throws(DiffError) -> FileDescriptor?
     {
         if path.isRoot { return root }

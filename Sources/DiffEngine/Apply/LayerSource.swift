@@ -45,21 +45,44 @@ protocol LayerSource {
     ) throws(DiffError)
 }
 
-/// A layer tarball of any compression, read with LayerCore's ``ArchiveReader``.
+/// A layer tarball of any compression, read with LayerCore's ``ArchiveReader``. It is opened
+/// once and each pass reads it from the start through that descriptor, so a layer stored inside
+/// ROOT (or renamed meanwhile) is read whole even when applying it removes its name.
 struct TarLayerSource: LayerSource {
     var honorsOCIMarkers: Bool { true }
     /// The tarball.
     let path: String
+    private let file: FileDescriptor
+    private let passes = PassCount()
+
+    private final class PassCount {
+        var count = 0
+    }
+
+    /// Opens the tarball at `path`.
+    ///
+    /// - Throws: ``DiffError`` naming `path`.
+    init(path: String) throws(DiffError) {
+        self.path = path
+        do {
+            file = try FileDescriptor.open(path: path, flags: O_RDONLY)
+        } catch {
+            throw DiffError(PathError(path: path, errno: error, what: "layer"))
+        }
+    }
 
     func forEach(
         _ body: (LayerEntry, _ content: ((SparseWriter) throws(DiffError) -> Void)?) throws(DiffError) -> Void
     ) throws(DiffError) {
-        let fd: FileDescriptor
+        let fd = file
         do {
-            fd = try FileDescriptor.open(path: path, flags: O_RDONLY)
+            _ = try fd.seek(to: 0, whence: SEEK_SET)
+        } catch .illegalSeek where passes.count == 0 {
+            // A pipe can be read once; a second pass then fails below.
         } catch {
-            throw DiffError(PathError(path: path, errno: error, what: "layer"))
+            throw DiffError(path: path, "cannot read the layer again from its start", error)
         }
+        passes.count += 1
         let reader: ArchiveReader
         do {
             reader = try ArchiveReader(input: fd)
@@ -92,8 +115,13 @@ struct TarLayerSource: LayerSource {
                         reason: "refused: hard link target '\(escapeForDisplay(stored.linkTarget))': \(error)")
                 }
             }
+            // Overlay-private xattrs (trusted.overlay.*, user.overlay.*) are the overlay's own
+            // bookkeeping, never content: a layer must not plant redirects, metacopy or opaque
+            // flags in ROOT, which may be used as a layer later. flatten drops them too.
+            var metadata = EntryMetadata(stored)
+            metadata.attributes.removeAll { Whiteout.isOverlayPrivateAttribute($0.name) }
             let entry = LayerEntry(
-                path: normalized, display: display, kind: stored.kind, metadata: EntryMetadata(stored),
+                path: normalized, display: display, kind: stored.kind, metadata: metadata,
                 size: stored.size, hardLinkTarget: hardLinkTarget,
                 role: try TarLayerSource.role(normalized, display, path))
             if stored.kind == .regular && stored.size > 0 {
