@@ -70,4 +70,39 @@ struct StackingTests {
         }
         try Self.compare(mountPoint, temp.url("b"))
     }
+
+    /// Every top-level name replaced: the layer must not rely on an opaque marker at its root,
+    /// which the kernel and layermount ignore there, so stacking it still gives B.
+    @Test("a replaced tree stacks to B on the kernel and on layermount", arguments: [LayerFormat.oci, .overlay])
+    func wholeTreeReplaced(format: LayerFormat) throws {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply(
+            [.dir(""), .file("a", "a"), .file("dir/x", "x"), .symlink("sym", target: "a"), .file("z", "z")],
+            in: temp.url("a"))
+        LayerBuilder.apply([.dir(""), .file("opt/x", "new"), .file("opt/sub/y", "y")], in: temp.url("b"))
+        _ = shell("touch -r \(shellQuote(temp.url("a"))) \(shellQuote(temp.url("b")))")
+        var diff = LayerDiff(a: temp.url("a"), b: temp.url("b"))
+        diff.output = .directory(temp.url("layer"), format)
+        _ = try diff.run()
+        #expect(access(temp.url("layer/.wh..wh..opq"), F_OK) != 0, "an opaque marker on the layer root")
+        let mountPoint = temp.url("mnt")
+        mkdir(mountPoint, 0o755)
+        let mount = run(
+            builtExecutable("layermount"),
+            ["--whiteout-format", format == .oci ? "oci" : "overlay", temp.url("a"), temp.url("layer"), mountPoint],
+            timeout: 30)
+        #expect(mount.status == 0, "\(mount.err)")
+        guard mount.status == 0 else { return }
+        defer {
+            if run("/bin/fusermount3", ["-u", mountPoint]).status != 0 {
+                run("/bin/fusermount3", ["-uz", mountPoint])
+            }
+        }
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: mountPoint))?.sorted() == ["opt"])
+        if format == .overlay {
+            let kernel = try KernelOverlayMount(layers: [temp.url("a"), temp.url("layer")])
+            defer { kernel.unmount() }
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: kernel.path))?.sorted() == ["opt"])
+        }
+    }
 }

@@ -197,8 +197,10 @@ struct SubtreeDiffer {
             if case .deleted = $0 { return true }
             return false
         }
+        // Never at the root: the kernel overlay (and layermount) ignore an opaque marker on a
+        // layer's root, so stacking such a layer would not hide A; per-name whiteouts always work.
         let opaque =
-            !task.forced && diff.layerWanted && deletions.count >= 2
+            !task.forced && !task.path.isRoot && diff.layerWanted && deletions.count >= 2
             && chooseOpaque(pairs, deletions.count, aDirectory, hidesLower: hidesLower)
         let childrenForced = task.forced || opaque
         if diff.layerWanted && !task.forced {
@@ -398,7 +400,9 @@ struct SubtreeDiffer {
             if format.honorsOCI, let marker = Whiteout.ociMarker(for: entry.name) {
                 switch marker {
                 case .whiteout(let target): whiteouts.insert(target)
-                case .opaque: opaque = true
+                // The root's marker is ignored, as layermount and the kernel ignore one on a
+                // layer's root (as the root's opaque xattr is).
+                case .opaque: opaque = opaque || !path.isRoot
                 case .meta: break
                 }
                 continue
