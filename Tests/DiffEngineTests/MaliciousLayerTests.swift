@@ -181,6 +181,18 @@ struct MaliciousLayerTests {
         #expect(!listed.contains("overlay"), "\(listed)")
     }
 
+    @Test("an image archive (docker save, OCI layout) is refused, not unpacked into ROOT")
+    func imageArchivesAreRefused() throws {
+        let space = Workspace()
+        for names in [
+            ["manifest.json", "repositories", "abc123/layer.tar"], ["oci-layout", "index.json", "blobs/sha256/x"],
+        ] {
+            let message = try space.apply(names.map(Self.file))
+            #expect(message?.contains("not a layer: this is an image archive") == true, "\(message ?? "")")
+            #expect(access(space.root + "/" + names[0], F_OK) != 0, "written before the refusal")
+        }
+    }
+
     @Test("huge names are refused")
     func hugeNames() throws {
         let space = Workspace()

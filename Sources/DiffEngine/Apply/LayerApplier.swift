@@ -113,8 +113,10 @@ public final class LayerApplier {
         // entries the layer does not create as directories (checked against ROOT after the pass).
         var nonDirectories = Set<RelativePath>()
         var parentsToCheck: [RelativePath: String] = [:]
+        var layout = ArchiveLayout()
         let privileged = geteuid() == 0
         try source.forEach { (entry, _) throws(DiffError) in
+            layout.note(entry.path)
             // A marker name is never a directory on the way to something else (x/.wh.y/z).
             if source.honorsOCIMarkers, let marker = Whiteout.markerUsedAsDirectory(in: entry.path) {
                 throw DiffError(
@@ -180,6 +182,10 @@ public final class LayerApplier {
                     nonDirectories.insert(entry.path)
                 }
             }
+        }
+        // A docker save / OCI layout tarball given by mistake would be unpacked as files.
+        if source.honorsOCIMarkers && source is TarLayerSource && layout.isImageArchive {
+            throw DiffError(path: source.path, reason: ArchiveLayout.imageArchiveReason)
         }
         // Entries below a non-directory already in ROOT (that the layer neither removes nor
         // replaces by a directory) would fail half-way: refuse them before anything is written.

@@ -106,7 +106,7 @@ public final class ArchiveLayerIndex: Sendable {
             count += 1
             try builder.add(entry, reader: reader)
         }
-        try builder.layout.check(display)
+        if builder.layout.isImageArchive { throw PathError(path: display, reason: ArchiveLayout.imageArchiveReason) }
         compression = reader.compression?.rawValue ?? "other"
         entryCount = count
         holdsContent = keepContent
@@ -446,39 +446,6 @@ private struct SkeletonBuilder {
             }
         } catch {
             throw failure(path, error)
-        }
-    }
-}
-
-/// Tells an image archive (`docker save` output, an OCI image layout) from a layer tarball by its
-/// top-level names: `manifest.json`, `oci-layout`, `index.json` or `repositories` with blobs or
-/// `*/layer.tar` and nothing that looks like a root file system.
-struct ArchiveLayout {
-    private var sawImageMetadata = false
-    private var sawBlobs = false
-    private var sawLayerEntry = false
-
-    /// Notes one entry's path.
-    mutating func note(_ path: RelativePath) {
-        guard let first = path.components.first?.description else { return }
-        if path.components.count == 1 && ["manifest.json", "oci-layout", "index.json", "repositories"].contains(first) {
-            sawImageMetadata = true
-        } else if first == "blobs" {
-            sawBlobs = true
-        } else if path.components.count > 1 && path.components.last?.description == "layer.tar" {
-            sawBlobs = true
-        } else {
-            sawLayerEntry = true
-        }
-    }
-
-    /// Throws when the entries seen make an image archive.
-    func check(_ archivePath: String) throws(PathError) {
-        if sawImageMetadata && (sawBlobs || !sawLayerEntry) {
-            throw PathError(
-                path: archivePath,
-                reason: "not a layer: this is an image archive (docker save or OCI image layout); "
-                    + "give one of its layer blobs instead")
         }
     }
 }
