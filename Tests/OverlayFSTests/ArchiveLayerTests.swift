@@ -352,4 +352,26 @@ struct ArchiveLayerTests {
         #expect(
             junk.err.hasPrefix("Error: \(temp.url("junk.bin")): not a layer: neither a directory nor a tar archive"))
     }
+
+    /// A crafted sparse map claiming 2^62 bytes of hole: inspect, ls and which answer (the entry
+    /// is left unhashed) instead of hashing zeros for ever.
+    @Test func absurdSparseHolesAreNotHashed() throws {
+        let temp = TemporaryDirectory()
+        let made = shell(
+            "cd \(shellQuote(temp.path)) && python3 -c '"
+                + "import tarfile, io\n"
+                + "ti = tarfile.TarInfo(\"f\"); ti.size = 5\n"
+                + "ti.pax_headers = {\"GNU.sparse.major\": \"0\", \"GNU.sparse.minor\": \"1\", "
+                + "\"GNU.sparse.map\": \"4611686018427387904,5\", \"GNU.sparse.realsize\": \"9223372036854775807\"}\n"
+                + "t = tarfile.open(\"p.tar\", \"w\", format=tarfile.PAX_FORMAT); t.addfile(ti, io.BytesIO(b\"hello\")); t.close()'"
+        )
+        #expect(made.status == 0, "\(made.err)")
+        for command in [["inspect"], ["ls", "-l"], ["which"]] {
+            var arguments = command + [temp.url("p.tar")]
+            if command == ["which"] { arguments += ["--", "/f"] }
+            // The timeout only guards the run: a hang fails the test instead of stalling CI.
+            let result = run(builtExecutable("layermount"), arguments, timeout: 120)
+            #expect(result.status == 0, "\(command): \(result.status) \(result.err)")
+        }
+    }
 }

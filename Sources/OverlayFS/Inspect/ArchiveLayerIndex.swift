@@ -344,6 +344,9 @@ private struct SkeletonBuilder {
         of entry: ArchiveEntry, into file: FileDescriptor?, path: RelativePath, reader: ArchiveReader
     ) throws(PathError) -> ContentHash? {
         var hasher = ContentHasher()
+        // Holes are hashed as zeros, at memory speed: a hole claiming more than this (a crafted
+        // sparse map can claim 2^62 bytes) leaves the entry without a hash rather than spin.
+        var hashing = hashContent && entry.size <= Self.largestHashedSize
         var position: Int64 = 0
         while true {
             try Interruption.shared.check()
@@ -354,7 +357,7 @@ private struct SkeletonBuilder {
                 throw ArchiveLayerIndex.readFailure(archivePath, error, entriesRead: 1, recognized: nil)
             }
             guard let block else { break }
-            if hashContent {
+            if hashing {
                 if block.offset > position { hasher.updateWithZeros(block.offset - position) }
                 hasher.update(block.bytes)
             }
@@ -367,7 +370,7 @@ private struct SkeletonBuilder {
             }
             position = max(position, block.offset + Int64(block.bytes.count))
         }
-        if hashContent && position < entry.size { hasher.updateWithZeros(entry.size - position) }
+        if hashing && position < entry.size { hasher.updateWithZeros(entry.size - position) }
         if let file {
             do {
                 _ = try valueOrErrno { ftruncate(file.rawValue, off_t(entry.size)) }
@@ -375,8 +378,12 @@ private struct SkeletonBuilder {
                 throw failure(path, error)
             }
         }
-        return hashContent ? hasher.finish() : nil
+        if hashing && position > entry.size { hashing = false }  // data past the size: no agreed content
+        return hashing ? hasher.finish() : nil
     }
+
+    /// The largest entry whose content is hashed (64 GiB: seconds of zeros at worst).
+    static let largestHashedSize: Int64 = 64 << 30
 
     private static func write(_ bytes: UnsafeRawBufferPointer, to file: FileDescriptor, at offset: Int64)
         throws(Errno)

@@ -40,7 +40,8 @@ enum ListSubcommand: Subcommand {
         let long = invocation.flag("long")
         let recursive = invocation.flag("recursive")
         let json = invocation.flag("json")
-        let stack = try InspectedStack(layers: layerPaths, format: format)
+        // ls shows no hashes: tarball content is not hashed.
+        let stack = try InspectedStack(layers: layerPaths, format: format, hashArchiveContent: false)
         defer { stack.close() }
         let merged = MergedPath(stack: stack)
         let raw = invocation.mergedPaths().first ?? [0x2F]
