@@ -193,6 +193,16 @@ struct MaliciousLayerTests {
         }
     }
 
+    @Test("a symlink target longer than PATH_MAX - 1 is refused before anything is written")
+    func overlongSymlinkTargets() throws {
+        let space = Workspace()
+        let link = ArchiveEntry(
+            path: Array("l".utf8), kind: .symlink, linkTarget: Array(String(repeating: "t", count: 5000).utf8))
+        let message = try space.apply([Self.file("first"), link])
+        #expect(message?.contains("l: refused: symlink target longer than 4095 bytes") == true, "\(message ?? "")")
+        #expect(access(space.root + "/first", F_OK) != 0, "written before the refusal")
+    }
+
     @Test("huge names are refused")
     func hugeNames() throws {
         let space = Workspace()

@@ -150,6 +150,11 @@ public final class LayerApplier {
                     throw DiffError(
                         path: "\(source.path): \(entry.display)", reason: "refused: the root entry is not a directory")
                 }
+                if entry.kind == .symlink && entry.metadata.linkTarget.count > ArchiveEntry.maximumLinkTargetLength {
+                    throw DiffError(
+                        path: "\(source.path): \(entry.display)",
+                        reason: "refused: symlink target longer than \(ArchiveEntry.maximumLinkTargetLength) bytes")
+                }
                 if (entry.kind == .characterDevice || entry.kind == .blockDevice) && !privileged {
                     throw DiffError(
                         path: "\(source.path): \(entry.display)",

@@ -109,6 +109,10 @@ public struct ArchiveEntry: Sendable, Hashable {
         return bytes
     }
 
+    /// The longest symlink target a file system holds (`PATH_MAX` - 1): a longer one in an
+    /// archive cannot be created, so readers refuse it rather than show it cut or empty.
+    public static let maximumLinkTargetLength = 4095
+
     /// The longest stored path accepted (64 KiB): far deeper than any real tree, and more than
     /// `PATH_MAX`, since paths are resolved a run of components at a time; the bound keeps a
     /// hostile archive from making the reader build absurd paths.

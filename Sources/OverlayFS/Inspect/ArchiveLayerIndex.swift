@@ -242,6 +242,12 @@ private struct SkeletonBuilder {
                 path: archivePath, reason: "not a layer: entry \(escapeForDisplay(entry.path)): \(error)")
         }
         // As `layerdiff apply`: a whiteout marker name is never a directory on the way (x/.wh.y/z).
+        if entry.kind == .symlink && entry.linkTarget.count > ArchiveEntry.maximumLinkTargetLength {
+            throw PathError(
+                path: archivePath,
+                reason: "not a layer: entry \(escapeForDisplay(entry.path)): symlink target longer than "
+                    + "\(ArchiveEntry.maximumLinkTargetLength) bytes")
+        }
         if let marker = Whiteout.markerUsedAsDirectory(in: path) {
             throw PathError(
                 path: archivePath,
