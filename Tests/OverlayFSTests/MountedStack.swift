@@ -17,8 +17,11 @@ final class MountedStack {
     /// The result of the mount command.
     let mountResult: ProcessResult
 
-    /// Builds `layers` (bottom first) and mounts them with `arguments` before the paths.
-    init(_ layers: [[LayerStep]], arguments: [String] = [], lowerdirForm: Bool = false) throws {
+    /// Builds `layers` (bottom first) and mounts them with `arguments` before the paths; with
+    /// `openFileLimit`, under that hard and soft `RLIMIT_NOFILE` (the daemon inherits it).
+    init(
+        _ layers: [[LayerStep]], arguments: [String] = [], lowerdirForm: Bool = false, openFileLimit: Int? = nil
+    ) throws {
         temp = TemporaryDirectory()
         var paths: [String] = []
         for (index, steps) in layers.enumerated() {
@@ -31,7 +34,14 @@ final class MountedStack {
         LayerBuilder.apply([.dir("")], in: mountPoint)
         let layerArguments =
             lowerdirForm ? ["-o", "lowerdir=" + paths.reversed().joined(separator: ":")] : paths
-        mountResult = run(builtExecutable("layermount"), arguments + layerArguments + [mountPoint], timeout: 30)
+        let command = [builtExecutable("layermount")] + arguments + layerArguments + [mountPoint]
+        if let openFileLimit {
+            // dash's `ulimit -n` sets the hard and the soft limit.
+            mountResult = run(
+                "/bin/sh", ["-c", "ulimit -n \(openFileLimit) && exec \"$@\"", "sh"] + command, timeout: 30)
+        } else {
+            mountResult = run(command[0], Array(command.dropFirst()), timeout: 30)
+        }
         guard mountResult.status == 0, Self.isMounted(mountPoint) else {
             unmount()
             throw MountFailure(result: mountResult)

@@ -31,7 +31,13 @@ public enum LayerMount {
         let mountPoint = try MountPoint.validate(configuration.mountPoint, layers: layerPaths)
 
         var options = OverlayOptions()
-        options.descriptorCacheCapacity = max(64, min(openFiles * 3 / 4, 16_384))
+        options.descriptorCacheCapacity = descriptorCacheCapacity(openFileLimit: openFiles, layers: stack.layers.count)
+        if openFiles < reservedDescriptors(layers: stack.layers.count) + 16 {
+            writeToStandardError(
+                "layermount: warning: the open-file limit (\(openFiles)) is low for \(stack.layers.count) layers: "
+                    + "directories merged from many layers may fail with 'Too many open files' (raise it with "
+                    + "'ulimit -Hn')\n")
+        }
         let verbose = configuration.foreground
         let fileSystem = OverlayFileSystem(stack: stack, options: options) { message in
             if verbose { writeToStandardError("layermount: \(message)\n") }
@@ -88,6 +94,20 @@ public enum LayerMount {
         mounted = false
         // The loop returns the number of the signal that ended it: a clean end too.
         return status == 0 || [SIGTERM, SIGINT, SIGHUP].contains(status) ? ExitCode.success : ExitCode.failure
+    }
+
+    /// The descriptors a mount needs besides its cache: each layer's root for the whole mount,
+    /// and what one request holds at once (a lookup below a directory merged from every layer
+    /// holds the parent's descriptor in each layer and the child's), plus stdio, /dev/fuse, a
+    /// listing reader and a margin.
+    static func reservedDescriptors(layers: Int) -> Int { 3 * layers + 32 }
+
+    /// The descriptor cache's budget under an open-file limit: three quarters of what the limit
+    /// leaves after ``reservedDescriptors(layers:)``, at least 16 and at most 16384. (Taking
+    /// three quarters of the whole limit filled it on a stack of many layers under a low hard
+    /// limit, and every lookup failed with `EMFILE`.)
+    static func descriptorCacheCapacity(openFileLimit: Int, layers: Int) -> Int {
+        min(16_384, max(16, (openFileLimit - reservedDescriptors(layers: layers)) * 3 / 4))
     }
 
     /// Resets SIGTERM, SIGINT and SIGHUP to their default action and unblocks them, so that
