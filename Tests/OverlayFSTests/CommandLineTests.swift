@@ -210,7 +210,9 @@ struct MountLifecycleTests {
         #expect(!MountedStack.isMounted(stack.mountPoint))
     }
 
-    @Test(arguments: [SIGTERM, SIGINT, SIGHUP])
+    /// SIGTERM, SIGINT and SIGHUP, and the other signals whose default action would kill the
+    /// daemon and leave a dead mount (SIGUSR1 used to).
+    @Test(arguments: [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM])
     func signalsUnmountCleanly(signal: Int32) throws {
         let stack = try MountedStack([[.file("a", "1")], [.file("b", "2")]])
         defer { stack.unmount() }

@@ -79,6 +79,8 @@ public enum LayerMount {
             throw PathError(path: configuration.mountPoint, reason: "cannot install signal handlers")
         }
         defer { fuse_remove_signal_handlers(session) }
+        let alsoEnding = endOtherTerminatingSignalsLikeSIGTERM()
+        defer { for signal in alsoEnding { Glibc.signal(signal, SIG_DFL) } }
         let status: CInt
         if configuration.threads <= 1 {
             status = fuse_session_loop(session)
@@ -93,7 +95,8 @@ public enum LayerMount {
         fuse_session_unmount(session)
         mounted = false
         // The loop returns the number of the signal that ended it: a clean end too.
-        return status == 0 || [SIGTERM, SIGINT, SIGHUP].contains(status) ? ExitCode.success : ExitCode.failure
+        return status == 0 || ([SIGTERM, SIGINT, SIGHUP] + alsoEnding).contains(status)
+            ? ExitCode.success : ExitCode.failure
     }
 
     /// The descriptors a mount needs besides its cache: each layer's root for the whole mount,
@@ -120,6 +123,34 @@ public enum LayerMount {
             sigaddset(&set, signal)
         }
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
+    /// Signals whose default action ends the process without a core dump, other than the three
+    /// libfuse handles: sent by mistake (`kill -USR1`, a stray timer), they would kill the
+    /// daemon and leave a dead mount ("Transport endpoint is not connected").
+    static let otherTerminatingSignals: [CInt] = [
+        SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT,
+    ]
+
+    /// Gives the signals of ``otherTerminatingSignals`` that still have their default action
+    /// libfuse's SIGTERM handler, which ends the session: the daemon unmounts and exits. Ones the
+    /// caller ignored stay ignored.
+    ///
+    /// - Returns: the signals changed (restore them to the default when the session ends).
+    private static func endOtherTerminatingSignalsLikeSIGTERM() -> [CInt] {
+        var terminate = sigaction()
+        guard sigaction(SIGTERM, nil, &terminate) == 0 else { return [] }
+        var changed: [CInt] = []
+        for signal in otherTerminatingSignals {
+            var current = sigaction()
+            guard sigaction(signal, nil, &current) == 0, current.__sigaction_handler.sa_handler == nil else { continue }
+            if sigaction(signal, &terminate, nil) == 0 { changed.append(signal) }
+        }
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in changed { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        return changed
     }
 
     /// Closes every descriptor above 2 except `keep` (after daemonizing).

@@ -67,8 +67,9 @@ public enum MountCommand {
               Read-only: writes fail with EROFS. Mounted with default_permissions, allow_other (as root,
               or with user_allow_other in /etc/fuse.conf), dev and suid (as root). The read-only xattr
               user.layermount.layer of a file names the layer it comes from, as INDEX:PATH (INDEX counts
-              from 1 at the bottom layer). SIGTERM, SIGINT and SIGHUP unmount cleanly, as do
-              'layermount --unmount <mountpoint>' and 'fusermount3 -u <mountpoint>'.
+              from 1 at the bottom layer). SIGTERM, SIGINT and SIGHUP unmount cleanly, as do the other
+              signals that would end the daemon without a core dump (SIGUSR1, SIGALRM, ...) unless
+              ignored, 'layermount --unmount <mountpoint>' and 'fusermount3 -u <mountpoint>'.
 
             EXIT STATUS:
               0 once mounted (or unmounted), 64 for a usage error, 1 for a runtime error
