@@ -172,6 +172,23 @@ struct MountLifecycleTests {
         #expect(table.mounts.filter { $0.mountPoint == stack.mountPoint }.count == 1)
     }
 
+    /// A layer reached again through a bind mount is the same directory: refused as the kernel
+    /// refuses it (it used to be mounted as two layers).
+    @Test func aLayerBindMountedAsAnotherLayerIsRefused() throws {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply([.file("l1/a", "1"), .dir("alias"), .dir("mnt")], in: temp.path)
+        let bind = run("/bin/mount", ["--bind", temp.url("l1"), temp.url("alias")])
+        try #require(bind.status == 0, "\(bind.err)")
+        defer { run("/bin/umount", [temp.url("alias")]) }
+        let result = layermount([temp.url("l1"), temp.url("alias"), temp.url("mnt")])
+        #expect(result.status == 1)
+        #expect(
+            result.err.hasPrefix(
+                "Error: \(temp.url("alias")): layer 2 is the same directory as layer 1 (\(temp.url("l1"))), reached "
+                    + "through another path"), "\(result.err)")
+        #expect(!MountedStack.isMounted(temp.url("mnt")))
+    }
+
     @Test func unmountCommandEndsTheDaemon() throws {
         let stack = try MountedStack([[.file("a", "1")], [.file("b", "2")]])
         defer { stack.unmount() }

@@ -28,6 +28,7 @@ public enum LayerMount {
             if let index = layerPaths.firstIndex(of: error.path) { named.path = configuration.layers[index] }
             throw named
         }
+        try MountPoint.checkLayersAreDistinct(stack.layers.map(\.rootStatus.identity), given: configuration.layers)
         let mountPoint = try MountPoint.validate(configuration.mountPoint, layers: layerPaths)
 
         var options = OverlayOptions()

@@ -83,6 +83,29 @@ public enum MountPoint {
             }
         }
     }
+
+    /// Checks that no two layers are one directory reached through different paths (a bind
+    /// mount of another layer, or of its parent): their roots' device and inode differ. The
+    /// kernel's overlayfs refuses them too (ELOOP, "conflicting lowerdir path").
+    ///
+    /// - Parameters:
+    ///   - roots: the identity of each layer's root, bottom first.
+    ///   - given: the layers as the user wrote them.
+    /// - Throws: ``PathError`` naming the later layer of the first pair.
+    public static func checkLayersAreDistinct(_ roots: [FileIdentity], given: [String]) throws(PathError) {
+        var first: [FileIdentity: Int] = [:]
+        for (later, root) in roots.enumerated() {
+            if let earlier = first[root] {
+                throw PathError(
+                    path: given[later],
+                    reason: "layer \(later + 1) is the same directory as layer \(earlier + 1) (\(given[earlier])), "
+                        + "reached through another path (a bind mount?): layers must not overlap (the kernel overlay "
+                        + "refuses them too)",
+                    errno: .tooManySymlinks)
+            }
+            first[root] = later
+        }
+    }
 }
 
 extension MountPoint {
