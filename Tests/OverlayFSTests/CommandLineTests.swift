@@ -189,6 +189,21 @@ struct MountLifecycleTests {
         #expect(!MountedStack.isMounted(temp.url("mnt")))
     }
 
+    /// A mount the kernel refuses because of an option passed to it names the option, not
+    /// /dev/fuse (SELinux context= on a system without SELinux is EINVAL).
+    @Test(.enabled(if: access("/sys/fs/selinux", F_OK) != 0, "needs a system without SELinux"))
+    func aMountRefusedForAKernelOptionNamesTheOptions() throws {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply([.file("l1/a", "1"), .dir("mnt")], in: temp.path)
+        let result = layermount(["-o", "nodev,context=system_u:object_r:tmp_t:s0", temp.url("l1"), temp.url("mnt")])
+        #expect(result.status == 1)
+        #expect(
+            result.err.contains(
+                "Error: \(temp.url("mnt")): cannot mount: the kernel refused the mount, maybe one of the options "
+                    + "passed to it (nodev,context=system_u:object_r:tmp_t:s0)"), "\(result.err)")
+        #expect(!MountedStack.isMounted(temp.url("mnt")))
+    }
+
     @Test func unmountCommandEndsTheDaemon() throws {
         let stack = try MountedStack([[.file("a", "1")], [.file("b", "2")]])
         defer { stack.unmount() }

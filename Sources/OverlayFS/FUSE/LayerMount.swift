@@ -58,9 +58,15 @@ public enum LayerMount {
         }
         defer { fuse_session_destroy(session) }
         guard fuse_session_mount(session, mountPoint) == 0 else {
+            // With options passed to the kernel, the likelier cause is one of them (context= without
+            // SELinux is EINVAL), not a missing /dev/fuse.
+            let passed = configuration.kernelOptions
             throw PathError(
                 path: configuration.mountPoint,
-                reason: "cannot mount (is /dev/fuse available and fuse3 installed? see the message above)")
+                reason: passed.isEmpty
+                    ? "cannot mount (is /dev/fuse available and fuse3 installed? see the message above)"
+                    : "cannot mount: the kernel refused the mount, maybe one of the options passed to it ("
+                        + passed.joined(separator: ",") + "); see the message above")
         }
         var mounted = true
         defer { if mounted { fuse_session_unmount(session) } }
