@@ -91,6 +91,19 @@ public enum Whiteout {
         value == [0x79]
     }
 
+    /// The xattrs that make a regular file of size 0 a whiteout (`trusted.overlay.whiteout`, or
+    /// `user.overlay.whiteout` for layers made for `userxattr`): the kernel's "xattr whiteouts"
+    /// (Linux 6.7), which a layer can hold where a character device 0/0 cannot be made.
+    public static let whiteoutAttributeNames: [[UInt8]] = [
+        Array("trusted.overlay.whiteout".utf8), Array("user.overlay.whiteout".utf8),
+    ]
+
+    /// Whether an opaque xattr value marks a directory (or a layer root) as holding xattr
+    /// whiteouts (`x`): it is not opaque, and its listing leaves them out.
+    public static func isXattrWhiteoutsValue(_ value: [UInt8]) -> Bool {
+        value == [0x78]
+    }
+
     /// Whether an xattr name is overlay-private and must never show through a mount
     /// (`trusted.overlay.*`, `user.overlay.*`).
     public static func isOverlayPrivateAttribute(_ name: [UInt8]) -> Bool {

@@ -123,6 +123,38 @@ struct DifferentialScenarioTests {
                 }
                 return out
             }),
+        Scenario(
+            // Linux 6.7: a regular file of size 0 with overlay.whiteout is a whiteout; a directory
+            // (or layer root) whose overlay.opaque is "x" holds such whiteouts and is not opaque.
+            // A lookup honours one anywhere; a listing only in a directory marked "x".
+            name: "xattr whiteouts",
+            layers: [
+                [
+                    .file("d/a", "a"), .file("d/b", "b"), .file("d/c", "c"), .file("e/a", "a"), .file("top", "t"),
+                    .file("keep", "k"),
+                ],
+                [
+                    .xattr("", name: "trusted.overlay.opaque", value: "x"),
+                    .file("top", ""), .xattr("top", name: "trusted.overlay.whiteout", value: ""),
+                    .dir("d"), .xattr("d", name: "trusted.overlay.opaque", value: "x"),
+                    .file("d/a", ""), .xattr("d/a", name: "trusted.overlay.whiteout", value: ""),
+                    .file("d/b", "not empty"), .xattr("d/b", name: "trusted.overlay.whiteout", value: ""),
+                    .file("d/new", ""), .xattr("d/new", name: "trusted.overlay.whiteout", value: ""),
+                    .file("e/a", ""), .xattr("e/a", name: "trusted.overlay.whiteout", value: ""),
+                ],
+            ],
+            observe: { root in
+                var out = [
+                    "/: \(names(root) ?? [])", "d: \(names(root + "/d") ?? [])", "e: \(names(root + "/e") ?? [])",
+                ]
+                for path in ["top", "keep", "d/a", "d/b", "d/c", "d/new", "e/a"] {
+                    switch lstatus(root + "/" + path) {
+                    case .success(let status): out.append("\(path): \(status.type) \(status.size)")
+                    case .failure(let error): out.append("\(path): ERR \(error)")
+                    }
+                }
+                return out
+            }),
     ]
 
     @Test(arguments: scenarios)

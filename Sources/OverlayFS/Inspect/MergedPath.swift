@@ -471,7 +471,7 @@ extension MergedPath {
         let ociMarker = format.honorsOCI ? Whiteout.ociMarker(for: name) : nil
         do throws(Errno) {
             if ociMarker == nil, let status = try parent.statusIfPresent(of: name) {
-                if format.honorsOverlay && Whiteout.isOverlayWhiteout(status) {
+                if format.honorsOverlay, try Resolver.isOverlayWhiteout(name, in: parent, status: status) {
                     result.append(PathVersion(layer: layer, kind: .whiteout))
                 } else {
                     let real = stack.status(of: status, in: layer)
@@ -546,7 +546,8 @@ extension MergedPath {
         guard let parent = try? stack.stack[layer].root.open(beneath: path.parent, flags: O_RDONLY | O_DIRECTORY),
             let status = try? parent.statusIfPresent(of: name)
         else { return false }
-        return !(format.honorsOverlay && Whiteout.isOverlayWhiteout(status))
+        guard format.honorsOverlay else { return true }
+        return (try? Resolver.isOverlayWhiteout(name, in: parent, status: status)) == false
     }
 
     /// Nil when `layer`'s entry at `own` (its path in the layer) is what the merged path `path`

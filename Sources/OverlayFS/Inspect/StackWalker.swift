@@ -157,7 +157,8 @@ public struct StackWalker: Sendable {
             guard let directory else { return false }
             if format.honorsOCI && Whiteout.ociMarker(for: name) != nil { return false }
             guard let status = try? directory.statusIfPresent(of: name) else { return false }
-            return !(format.honorsOverlay && Whiteout.isOverlayWhiteout(status))
+            guard format.honorsOverlay else { return true }
+            return (try? Resolver.isOverlayWhiteout(name, in: directory, status: status)) == false
         }
 
         func child(_ name: FileName) -> HiderContext {
@@ -219,6 +220,10 @@ public struct StackWalker: Sendable {
             let reader =
                 owned ? directory.descriptor : try directory.descriptor.open(Self.dot, flags: O_RDONLY | O_DIRECTORY)
             let listed = try DirectoryReader.entries(of: reader)
+            // Xattr whiteouts are markers of a listing only in a directory marked as holding
+            // them, as in the mount (a lookup finds one anywhere).
+            let xattrWhiteouts =
+                format.honorsOverlay ? try Resolver.holdsXattrWhiteouts(directory.descriptor) : false
             result.names.reserveCapacity(listed.count)
             for entry in listed {
                 if format.honorsOCI, let marker = Whiteout.ociMarker(for: entry.name) {
@@ -234,9 +239,11 @@ public struct StackWalker: Sendable {
                     }
                     continue
                 }
-                if format.honorsOverlay && entry.type == .characterDevice,
+                if format.honorsOverlay
+                    && (entry.type == .characterDevice || (entry.type == .regular && xattrWhiteouts)),
                     let status = try directory.descriptor.statusIfPresent(of: entry.name),
-                    Whiteout.isOverlayWhiteout(status)
+                    try Resolver.isOverlayWhiteout(
+                        entry.name, in: directory.descriptor, status: status, xattr: xattrWhiteouts)
                 {
                     result.whiteouts.append(entry.name)
                     visitor.marker(.whiteout(entry.name), layer: directory.layer, in: path, isHidden: hidden)

@@ -213,7 +213,7 @@ public struct Resolver: Sendable {
             }
             return true
         }
-        if format.honorsOverlay && Whiteout.isOverlayWhiteout(status) {
+        if format.honorsOverlay, try Self.isOverlayWhiteout(leaf, in: container, status: status) {
             if foundNothing { search.whitedOutBy = layer }
             return false
         }
@@ -396,6 +396,60 @@ public struct Resolver: Sendable {
         return false
     }
 
+    /// Whether the entry `name` of `container` is an overlay-format whiteout: a character device
+    /// 0/0, or (unless `xattr` is false) an xattr whiteout (``isXattrWhiteout(_:in:status:)``).
+    ///
+    /// - Throws: errnos of reading xattrs other than "not supported".
+    static func isOverlayWhiteout(
+        _ name: FileName, in container: FileDescriptor, status: FileStatus, xattr: Bool = true
+    )
+        throws(Errno) -> Bool
+    {
+        if Whiteout.isOverlayWhiteout(status) { return true }
+        return xattr ? try Self.isXattrWhiteout(name, in: container, status: status) : false
+    }
+
+    /// Whether the entry `name` of `container` is an xattr whiteout: a regular file of size 0
+    /// with `trusted.overlay.whiteout` or `user.overlay.whiteout`. As in the kernel, a lookup
+    /// takes one for a whiteout in any directory; a listing only leaves out those of a
+    /// directory marked as holding them (``holdsXattrWhiteouts(_:)``).
+    ///
+    /// - Throws: errnos of reading xattrs other than "not supported".
+    static func isXattrWhiteout(_ name: FileName, in container: FileDescriptor, status: FileStatus) throws(Errno)
+        -> Bool
+    {
+        guard status.type == .regular, status.size == 0 else { return false }
+        let names: [[UInt8]]
+        do {
+            names = try container.extendedAttributeNames(of: name)
+        } catch .notSupported {
+            return false
+        }
+        return Whiteout.whiteoutAttributeNames.contains { names.contains($0) }
+    }
+
+    /// Whether a layer directory (a layer root too) is marked as holding xattr whiteouts: its
+    /// `trusted.overlay.opaque` or `user.overlay.opaque` is `x` (Linux 6.7). Such a directory
+    /// is not opaque.
+    ///
+    /// - Throws: errnos of reading xattrs other than "not supported".
+    static func holdsXattrWhiteouts(_ directory: FileDescriptor) throws(Errno) -> Bool {
+        let names: [[UInt8]]
+        do {
+            names = try directory.extendedAttributeNames()
+        } catch .notSupported {
+            return false
+        }
+        for attribute in names where Whiteout.opaqueAttributeNames.contains(attribute) {
+            do {
+                if Whiteout.isXattrWhiteoutsValue(try directory.extendedAttribute(attribute)) { return true }
+            } catch .noData {
+                continue
+            }
+        }
+        return false
+    }
+
     /// Looks `name` up when a merged listing of the same directories said that `layer`
     /// provides it: no layer above `layer` holds the name or a whiteout of it, and no directory
     /// above is opaque, so only `layer` and the layers below it are consulted.
@@ -466,6 +520,7 @@ public struct Resolver: Sendable {
             // A fresh open file description: cached descriptors are shared, and getdents moves
             // the offset.
             let reader = try directory.descriptor.open(Self.dot, flags: O_RDONLY | O_DIRECTORY)
+            let xattrWhiteouts = format.honorsOverlay ? try Self.holdsXattrWhiteouts(directory.descriptor) : false
             var whiteouts: [FileName] = []
             try DirectoryReader.forEachEntry(in: reader) { (entry) throws(Errno) in
                 if format.honorsOCI, let marker = Whiteout.ociMarker(for: entry.name) {
@@ -474,9 +529,14 @@ public struct Resolver: Sendable {
                 }
                 if seen.contains(entry.name) || hidden.contains(entry.name) { return }
                 var type = entry.type
-                if type == nil || (type == .characterDevice && format.honorsOverlay) {
+                if type == nil || (type == .characterDevice && format.honorsOverlay)
+                    || (type == .regular && xattrWhiteouts)
+                {
                     guard let status = try directory.descriptor.statusIfPresent(of: entry.name) else { return }
-                    if format.honorsOverlay && Whiteout.isOverlayWhiteout(status) {
+                    if format.honorsOverlay,
+                        try Self.isOverlayWhiteout(
+                            entry.name, in: directory.descriptor, status: status, xattr: xattrWhiteouts)
+                    {
                         whiteouts.append(entry.name)
                         return
                     }
