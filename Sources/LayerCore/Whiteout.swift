@@ -107,6 +107,30 @@ public enum Whiteout {
     /// Whether an xattr name is overlay-private and must never show through a mount
     /// (`trusted.overlay.*`, `user.overlay.*`).
     public static func isOverlayPrivateAttribute(_ name: [UInt8]) -> Bool {
-        name.starts(with: Array("trusted.overlay.".utf8)) || name.starts(with: Array("user.overlay.".utf8))
+        privatePrefix(of: name) != nil
+    }
+
+    private static let privatePrefixes: [[UInt8]] = [Array("trusted.overlay.".utf8), Array("user.overlay.".utf8)]
+    private static let escape: [UInt8] = Array("overlay.".utf8)
+
+    /// `trusted.overlay.` or `user.overlay.` when `name` starts with it.
+    private static func privatePrefix(of name: [UInt8]) -> [UInt8]? {
+        privatePrefixes.first { name.starts(with: $0) }
+    }
+
+    /// The name a layer's xattr shows under through a mount, as the kernel (6.7) shows escaped
+    /// overlay xattrs for nested overlays: `P.overlay.overlay.X` as `P.overlay.X` (P is
+    /// `trusted` or `user`); nil for another overlay-private name (hidden); else `stored` itself.
+    public static func visibleAttributeName(_ stored: [UInt8]) -> [UInt8]? {
+        guard let prefix = privatePrefix(of: stored) else { return stored }
+        guard stored.dropFirst(prefix.count).starts(with: escape) else { return nil }
+        return prefix + Array(stored.dropFirst(prefix.count + escape.count))
+    }
+
+    /// The name of the layer's xattr that shows as `visible` through a mount (the inverse of
+    /// ``visibleAttributeName(_:)``): `P.overlay.X` is stored as `P.overlay.overlay.X`.
+    public static func storedAttributeName(_ visible: [UInt8]) -> [UInt8] {
+        guard let prefix = privatePrefix(of: visible) else { return visible }
+        return prefix + escape + Array(visible.dropFirst(prefix.count))
     }
 }

@@ -155,6 +155,40 @@ struct DifferentialScenarioTests {
                 }
                 return out
             }),
+        Scenario(
+            // Linux 6.7: a layer's escaped overlay xattr trusted.overlay.overlay.X shows as
+            // trusted.overlay.X (a layer made for a nested overlay); it is no marker here.
+            name: "escaped overlay xattrs",
+            layers: [
+                [.file("d/low", "l"), .file("f", "f")],
+                [
+                    .file("f", "top"), .xattr("f", name: "trusted.overlay.overlay.opaque", value: "y"),
+                    .xattr("f", name: "trusted.overlay.overlay.foo", value: "bar"),
+                    .xattr("f", name: "trusted.plain", value: "p"),
+                    .dir("d"), .xattr("d", name: "trusted.overlay.overlay.opaque", value: "y"), .file("d/top", "t"),
+                ],
+            ],
+            observe: { root in
+                var out = ["d: \(names(root + "/d") ?? [])"]
+                for path in ["f", "d"] {
+                    var buffer = [CChar](repeating: 0, count: 1024)
+                    let size = llistxattr(root + "/" + path, &buffer, buffer.count)
+                    let listed =
+                        size < 0
+                        ? ["ERR \(Errno.current)"]
+                        : buffer[..<size].split(separator: 0).map {
+                            String(decoding: $0.map(UInt8.init), as: UTF8.self)
+                        }
+                    out.append("\(path) lists \(listed.sorted())")
+                    for name in ["trusted.overlay.opaque", "trusted.overlay.foo", "trusted.overlay.overlay.foo"] {
+                        var value = [CChar](repeating: 0, count: 64)
+                        let got = lgetxattr(root + "/" + path, name, &value, value.count)
+                        let text = String(decoding: value.prefix(max(got, 0)).map(UInt8.init), as: UTF8.self)
+                        out.append("\(path) \(name): \(got < 0 ? "ERR \(Errno.current)" : text)")
+                    }
+                }
+                return out
+            }),
     ]
 
     @Test(arguments: scenarios)

@@ -2,7 +2,9 @@ import LayerCore
 
 extension OverlayFileSystem {
     /// The value of extended attribute `name` of a node, from its providing layer. Overlay-
-    /// private attributes (`trusted.overlay.*`, `user.overlay.*`) do not exist through the mount.
+    /// private attributes (`trusted.overlay.*`, `user.overlay.*`) do not exist through the mount,
+    /// but escaped ones show unescaped, as through the kernel overlay (6.7): `trusted.overlay.X`
+    /// is the layer's `trusted.overlay.overlay.X` (see ``Whiteout/visibleAttributeName(_:)``).
     /// ``layerAttributeName`` and ``trustedLayerAttributeName`` are answered by the mount
     /// itself: `INDEX:PATH` of the providing layer (INDEX 1-based, bottom first), unless the
     /// file really has an attribute of that name: then, as through the kernel overlay, its value.
@@ -10,12 +12,12 @@ extension OverlayFileSystem {
     /// - Throws: `ENODATA` when absent or private, `ENOTSUP`, `ESTALE`, other errnos.
     public func getxattr(_ node: NodeID, name: [UInt8]) throws(Errno) -> [UInt8] {
         let record = try inodes.record(of: node)
-        if Whiteout.isOverlayPrivateAttribute(name) { throw .noData }
+        let storedName = Whiteout.storedAttributeName(name)
         let stored: [UInt8]
         do {
             switch try attributeTarget(node, record) {
-            case .descriptor(let descriptor): stored = try descriptor.extendedAttribute(name)
-            case .entry(let parent, let entry): stored = try parent.extendedAttribute(name, of: entry)
+            case .descriptor(let descriptor): stored = try descriptor.extendedAttribute(storedName)
+            case .entry(let parent, let entry): stored = try parent.extendedAttribute(storedName, of: entry)
             }
         } catch .noData where name == Self.layerAttributeName || name == Self.trustedLayerAttributeName {
             return Array(layerDescription(record.layer).utf8)
@@ -26,7 +28,8 @@ extension OverlayFileSystem {
     }
 
     /// The names of the extended attributes of a node, from its providing layer, without the
-    /// overlay-private ones (the layer attributes are not listed either).
+    /// overlay-private ones but with escaped ones unescaped (the layer attributes are not listed
+    /// either).
     ///
     /// - Throws: `ENOTSUP`, `ESTALE`, other errnos.
     public func listxattr(_ node: NodeID) throws(Errno) -> [[UInt8]] {
@@ -36,7 +39,7 @@ extension OverlayFileSystem {
         case .descriptor(let descriptor): names = try descriptor.extendedAttributeNames()
         case .entry(let parent, let entry): names = try parent.extendedAttributeNames(of: entry)
         }
-        return names.filter { !Whiteout.isOverlayPrivateAttribute($0) }
+        return names.compactMap(Whiteout.visibleAttributeName)
     }
 
     /// `INDEX:PATH` of a layer (INDEX 1-based, bottom first).
