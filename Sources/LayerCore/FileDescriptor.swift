@@ -230,6 +230,21 @@ private func readLinkAt(_ dirfd: CInt, _ path: UnsafePointer<CChar>) throws(Errn
 }
 
 extension FileDescriptor {
+    /// Opens /dev/null on descriptors 0, 1 and 2 where they are closed (a caller that ran
+    /// `cmd <&- >&- 2>&-`), so that no descriptor the program opens lands there: a message for
+    /// stdout would be written into it, and daemonizing (which points 0-2 at /dev/null) would
+    /// replace it. Call it first thing in `main`.
+    public static func openStandardDescriptors() {
+        while true {
+            let fd = Glibc.open("/dev/null", O_RDWR)
+            if fd < 0 { return }
+            if fd > 2 {
+                Glibc.close(fd)
+                return
+            }
+        }
+    }
+
     /// Raises the soft limit on open descriptors to the hard limit and returns the new soft limit.
     /// Wraps setrlimit(2).
     public static func raiseOpenFileLimit() -> Int {

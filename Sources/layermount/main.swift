@@ -62,6 +62,8 @@ func helpMain(_ arguments: [String]) -> Int32 {
     }
 }
 
+// Before anything is opened: no layer or output may land on a closed 0, 1 or 2.
+FileDescriptor.openStandardDescriptors()
 // The lossy decoding is only used to pick the subcommand.
 let lossyArguments = Array(CommandLine.arguments.dropFirst())
 // The stack-reading subcommands (inspect, which, ls, and `help <one of them>`).

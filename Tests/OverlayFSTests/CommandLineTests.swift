@@ -204,6 +204,27 @@ struct MountLifecycleTests {
         #expect(!MountedStack.isMounted(temp.url("mnt")))
     }
 
+    /// Started with stdin, stdout and stderr closed, the layers used to be opened on 0-2, which
+    /// going to the background points at /dev/null: the mount served an empty, broken tree.
+    @Test func mountingWithTheStandardDescriptorsClosedServesTheLayers() throws {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply([.file("l1/a", "one"), .file("l2/d/b", "two"), .dir("mnt")], in: temp.path)
+        let mountPoint = temp.url("mnt")
+        let result = run(
+            "/bin/sh",
+            [
+                "-c", "exec \"$0\" \"$@\" <&- >&- 2>&-", builtExecutable("layermount"), temp.url("l1"), temp.url("l2"),
+                mountPoint,
+            ])
+        defer { if MountedStack.isMounted(mountPoint) { run("/usr/bin/fusermount3", ["-uz", mountPoint]) } }
+        #expect(result.status == 0)
+        #expect(MountedStack.isMounted(mountPoint))
+        #expect(names(mountPoint) == ["a", "d"])
+        #expect(contents(mountPoint + "/a") == "one")
+        #expect(contents(mountPoint + "/d/b") == "two")
+        #expect(layermount(["--unmount", mountPoint]).status == 0)
+    }
+
     @Test func unmountCommandEndsTheDaemon() throws {
         let stack = try MountedStack([[.file("a", "1")], [.file("b", "2")]])
         defer { stack.unmount() }
