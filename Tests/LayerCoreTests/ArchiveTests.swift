@@ -114,6 +114,33 @@ struct ArchiveTests {
         #expect(!result.out.contains("LIBARCHIVE"))
     }
 
+    @Test("valid UTF-8 names are plain PAX records (GNU tar reads them without warnings), byte for byte")
+    func utf8NamesWithoutBinaryCharset() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.url("u.tar")
+        // NFC and NFD spellings of one name must both stay as written (no normalization).
+        let names: [[UInt8]] = [Array("caf\u{E9}".utf8), [0x65, 0xCC, 0x81], Array("n/日本語".utf8)]
+        let fd = try FileDescriptor.open(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
+        let writer = try ArchiveWriter(output: fd, compression: .none)
+        for name in names { try writer.writeHeader(ArchiveEntry(path: name, kind: .regular, size: 0)) }
+        try writer.writeHeader(
+            ArchiveEntry(path: Array("link".utf8), kind: .symlink, linkTarget: Array("caf\u{E9}".utf8)))
+        _ = try writer.finish()
+        let tar = run("/usr/bin/tar", ["-tvf", path])
+        #expect(tar.status == 0)
+        #expect(tar.err.isEmpty, "GNU tar warned: \(tar.err)")
+        let script = """
+            import tarfile,sys
+            for m in tarfile.open(sys.argv[1], encoding='utf-8', errors='surrogateescape'):
+                print(m.name.encode('utf-8','surrogateescape').hex(), 'hdrcharset' in m.pax_headers)
+            """
+        let result = run("/usr/bin/python3", ["-c", script, path])
+        #expect(result.status == 0, "\(result.err)")
+        let lines = result.out.split(separator: "\n").map(String.init)
+        let expected = (names + [Array("link".utf8)]).map { $0.map { String(format: "%02x", $0) }.joined() + " False" }
+        #expect(lines == expected)
+    }
+
     @Test("SHA-256 of known inputs")
     func sha256() {
         #expect(SHA256Digest.of([]).hex == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")

@@ -13,8 +13,10 @@ import Glibc
 ///   `PaxHeader/NAME` and carry the entry's own mtime, never the current time or a pid.
 /// - Only the mtime is stored (no atime, ctime, user or group names); xattrs are written as
 ///   `SCHILY.xattr.NAME` only.
-/// - Names that are not ASCII are stored as raw bytes with `hdrcharset=BINARY` (the process
-///   locale is never set, so this does not depend on the environment).
+/// - Names and link targets that are valid UTF-8 are stored as UTF-8 PAX records, byte for byte
+///   (no normalization); any other name is stored as raw bytes with `hdrcharset=BINARY`, which
+///   GNU tar warns about. The headers are written under the C.UTF-8 locale of the writing thread
+///   only (`uselocale(3)`), so this does not depend on the environment.
 /// - The stream ends with the two zero blocks and no further padding (an empty archive is 1024
 ///   zero bytes, the well-known empty layer).
 /// - gzip is compressed on all CPUs with libdeflate (``ParallelGzip``): fixed 1 MiB blocks,
@@ -32,6 +34,8 @@ public final class ArchiveWriter {
     private let compression: ArchiveCompression
     private var entryCount = 0
     private var finished = false
+    /// C.UTF-8 for libarchive's name conversion (nil when the C library lacks it).
+    private let utf8Locale: locale_t?
 
     /// Starts an archive written to `output` (an open, writable descriptor: a file or a pipe).
     ///
@@ -44,6 +48,7 @@ public final class ArchiveWriter {
         throws(ArchiveError)
     {
         self.compression = compression
+        utf8Locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", nil)
         blobSink = DigestSink(output: output)
         tarSink = DigestSink(output: nil)
         guard let tar = archive_write_new() else { throw ArchiveError("cannot allocate a libarchive writer") }
@@ -71,12 +76,14 @@ public final class ArchiveWriter {
                 "open archive")
         } catch {
             archive_write_free(tar)
+            if let utf8Locale { freelocale(utf8Locale) }
             throw error
         }
     }
 
     deinit {
         archive_write_free(tar)
+        if let utf8Locale { freelocale(utf8Locale) }
     }
 
     /// Writes the header of `entry`. For a regular file, follow with exactly `entry.size` bytes
@@ -128,8 +135,12 @@ public final class ArchiveWriter {
                 }
             }
         }
+        // libarchive converts names from the thread's locale to UTF-8: under C.UTF-8 a valid
+        // UTF-8 name passes as it is, anything else fails and falls back to raw bytes.
+        let previousLocale = utf8Locale.map { uselocale($0) }
+        defer { if let previousLocale { uselocale(previousLocale) } }
         let status = archive_write_header(tar, header)
-        // ARCHIVE_WARN: a name that is not valid in the locale's charset, written as raw bytes.
+        // ARCHIVE_WARN: a name that is not valid UTF-8, written as raw bytes (hdrcharset=BINARY).
         if status < ARCHIVE_WARN { throw failure(tar, "write header of \(escapeForDisplay(entry.path))") }
         entryCount += 1
     }
