@@ -55,6 +55,44 @@ struct CLITests {
         #expect((try? FileManager.default.contentsOfDirectory(atPath: temp.url("root"))) == ["keep"], "ROOT changed")
     }
 
+    @Test("apply refuses a layer cut short, inside an entry or between two, before touching ROOT")
+    func truncatedLayersAreRefused() {
+        let temp = TemporaryDirectory()
+        // a's 512-byte header and content fill the first MiB exactly: b's header starts the
+        // second 1 MiB gzip member, so a cut between the two members is a clean gzip stream.
+        LayerBuilder.apply(
+            [
+                .dir("a"), .dir("root"), .file("root/keep", "k"),
+                .file("b/a", String(repeating: "x", count: 1_048_064)), .file("b/b", "b"),
+                .times("b/a", seconds: 1_600_000_000), .times("b/b", seconds: 1_600_000_000),
+                .times("a", seconds: 1_600_000_000), .times("b", seconds: 1_600_000_000),
+            ], in: temp.path)
+        for suffix in ["tar", "tar.gz"] {
+            let made = run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", temp.url("layer." + suffix), "-q"])
+            #expect(made.status == 1, "\(made.err)")
+        }
+        let firstMember = shell(
+            "python3 -c 'import sys, zlib; d = zlib.decompressobj(31); data = open(sys.argv[1], \"rb\").read(); "
+                + "d.decompress(data); print(len(data) - len(d.unused_data))' "
+                + shellQuote(temp.url("layer.tar.gz")))
+        let cuts: [(String, String)] = [
+            ("tar", "600000"), ("tar", "1048576"),
+            ("tar.gz", firstMember.out.trimmingCharacters(in: .whitespacesAndNewlines)),
+        ]
+        for (suffix, length) in cuts {
+            let cut = temp.url("cut-\(length).\(suffix)")
+            _ = shell("head -c \(length) \(shellQuote(temp.url("layer." + suffix))) > \(shellQuote(cut))")
+            let result = run(Self.layerdiff, ["apply", cut, temp.url("root")])
+            #expect(result.status == 2, "\(suffix) cut at \(length): \(result.err)")
+            #expect(result.err.hasPrefix("Error: \(cut): damaged layer"), "\(result.err)")
+            #expect(
+                (try? FileManager.default.contentsOfDirectory(atPath: temp.url("root"))) == ["keep"], "ROOT changed")
+        }
+        // The whole layers apply.
+        #expect(run(Self.layerdiff, ["apply", temp.url("layer.tar.gz"), temp.url("root")]).status == 0)
+        #expect(FileManager.default.contents(atPath: temp.url("root/b")) == Data("b".utf8))
+    }
+
     @Test("apply refuses a layer directory that is ROOT, inside ROOT, or holds ROOT")
     func overlappingLayerAndRootAreRefused() {
         let temp = TemporaryDirectory()

@@ -17,6 +17,8 @@ public final class ArchiveReader {
     /// Warnings libarchive reported for the entries read so far (for example a name that is not
     /// valid in the locale's charset, kept as raw bytes).
     public private(set) var warnings: [String] = []
+    /// Whether an entry was returned whose content may not have been read to its end.
+    private var entryOpen = false
 
     /// Opens the archive readable from `input` (a file or a pipe, read sequentially).
     ///
@@ -71,9 +73,23 @@ public final class ArchiveReader {
     ///
     /// - Throws: ``ArchiveError`` for a damaged or truncated archive.
     public func next() throws(ArchiveError) -> ArchiveEntry? {
+        // Skip what is left of the current entry first, so that the position below is where
+        // the next header (or the end-of-archive blocks) must start.
+        if entryOpen, archive_read_data_skip(archive) < ARCHIVE_WARN { throw failure("skip data") }
+        let before = archive_filter_bytes(archive, 0)
         var header: OpaquePointer?
         let status = archive_read_next_header(archive, &header)
         if status == ARCHIVE_EOF {
+            entryOpen = false
+            // libarchive also ends cleanly when the stream stops at a header boundary, without
+            // the zero blocks every tar writer puts at the end: that is a layer cut short (a
+            // plain tar, or a gzip stream cut between members), whose missing entries would go
+            // unnoticed. The end-of-archive block is consumed, so the position moved.
+            if archive_filter_bytes(archive, 0) == before && checked.failure == nil {
+                throw ArchiveError(
+                    "truncated: the tar stream ends at byte \(before) without its end-of-archive blocks",
+                    isDamage: true)
+            }
             // The tar ends before its stream does: check the rest (the last CRC or checksum).
             try checked.finish()
             return nil
@@ -82,6 +98,7 @@ public final class ArchiveReader {
             warnings.append(String(cString: message))
         }
         guard status >= ARCHIVE_WARN, let header else { throw failure("read header") }
+        entryOpen = true
         return ArchiveReader.convert(header)
     }
 

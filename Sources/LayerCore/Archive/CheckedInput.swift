@@ -64,12 +64,21 @@ final class CheckedInput {
     }
 
     /// Skips up to `count` bytes of a stream that is not decoded here, with lseek(2) when the
-    /// input is seekable; 0 otherwise (libarchive then reads through).
+    /// input is seekable; 0 otherwise (libarchive then reads through). Never past the end of a
+    /// regular file (lseek(2) would go there without complaint): libarchive reads the rest and
+    /// finds the archive truncated, instead of skipping into nothing.
     func skip(_ count: Int64) -> Int64 {
         guard started, codec == .none, failure == nil, rawStart == rawEnd, count > 0 else { return 0 }
         let before = lseek(input.rawValue, 0, SEEK_CUR)
-        guard before >= 0, lseek(input.rawValue, off_t(count), SEEK_CUR) >= 0 else { return 0 }
-        return count
+        guard before >= 0 else { return 0 }
+        var status = stat()
+        guard fstat(input.rawValue, &status) == 0 else { return 0 }
+        var length = count
+        if (status.st_mode & S_IFMT) == S_IFREG {
+            length = min(count, max(0, Int64(status.st_size) - Int64(before)))
+        }
+        guard length > 0, lseek(input.rawValue, off_t(length), SEEK_CUR) >= 0 else { return 0 }
+        return length
     }
 
     /// Decodes the rest of the stream, so that its last checksums are verified too.
