@@ -83,6 +83,39 @@ struct UpperDirTests {
         try Self.check(a: a, upper: temp.url("upper"), merged: temp.url("b"), format: .overlay, temp: temp)
     }
 
+    @Test(
+        "a hard link copied up under index=on is refused, a lone file is not", .tags(.mount),
+        .enabled(if: runningAsRoot))
+    func indexedHardLinks() throws {
+        let temp = TemporaryDirectory()
+        let a = temp.url("a")
+        LayerBuilder.apply(
+            [.dir(""), .file("x/linked", "l"), .hardlink("y/other", existing: "x/linked"), .file("x/lone", "1")], in: a)
+        for directory in ["upper", "work", "merged"] { mkdir(temp.url(directory), 0o755) }
+        let merged = temp.url("merged")
+        let mount = shell(
+            "mount -t overlay overlay -o index=on,redirect_dir=off,metacopy=off,lowerdir=\(a),"
+                + "upperdir=\(temp.url("upper")),workdir=\(temp.url("work")) \(merged)")
+        guard mount.status == 0 else {
+            Issue.record("kernel overlayfs with index=on unavailable: \(mount.err)")
+            return
+        }
+        defer { _ = shell("umount \(merged) || umount -l \(merged)") }
+        // Under index=on the lone file is copied up alone; the linked one is indexed, and the
+        // merged tree shows the new mode at y/other too, which the upper dir does not hold.
+        #expect(shell("chmod 600 \(merged)/x/lone").status == 0)
+        copyTree(merged, temp.url("b1"))
+        var overlay = LayerDiff(a: a, b: temp.url("upper"))
+        overlay.upperFormat = .overlay
+        #expect(try Self.lines(overlay) == Self.lines(LayerDiff(a: a, b: temp.url("b1"))))
+        #expect(shell("chmod 600 \(merged)/x/linked").status == 0)
+        let status = shell("stat -c %a \(merged)/y/other")
+        #expect(status.out == "600\n", "the kernel did not index the hard link: \(status.out)")
+        let error = #expect(throws: DiffError.self) { try overlay.run() }
+        #expect(error?.path == temp.url("upper") + "/x/linked")
+        #expect(error?.reason.contains("overlay nlink") == true, "\(error?.reason ?? "")")
+    }
+
     @Test("only the upper dir and the parts of A it touches are examined")
     func costFollowsUpper() throws {
         let temp = TemporaryDirectory()

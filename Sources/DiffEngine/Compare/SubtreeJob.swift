@@ -430,6 +430,7 @@ struct SubtreeDiffer {
             } else {
                 let name = names[i]
                 if let entry = try diff.aReader.entry(name, in: aDirectory, path: path.appending(name)) {
+                    try refuseIndexedLink(entry, real[j], path.appending(name))
                     pairs.append(.both(entry, real[j]))
                 } else {
                     pairs.append(.added(real[j]))
@@ -439,6 +440,20 @@ struct SubtreeDiffer {
             }
         }
         return (pairs, opaque)
+    }
+
+    /// Refuses an upper file that overlayfs copied up as an indexed hard link (`index=on`) over
+    /// an A file with other names: the merged tree shows the new file at all of them, but the
+    /// upper dir holds only this one, and finding the others would take a walk of all of A.
+    private func refuseIndexedLink(_ aEntry: SideEntry, _ upperEntry: SideEntry, _ path: RelativePath)
+        throws(DiffError)
+    {
+        guard upperEntry.overlayIndexedLink, !aEntry.isDirectory, aEntry.status.linkCount > 1 else { return }
+        throw DiffError(
+            path: diff.bReader.display(path),
+            reason:
+                "overlay nlink entry (a hard link copied up with index=on: the merged tree shows it at every "
+                + "other name of the lower file too), which --upper does not follow; diff the merged tree instead")
     }
 
     // MARK: - Opaque or explicit whiteouts

@@ -28,6 +28,9 @@ struct SideEntry: Sendable {
     let side: Side
     /// For an overlay upper dir: the directory carries an opaque xattr (`*.overlay.opaque=y`).
     var overlayOpaque = false
+    /// For an overlay upper dir: the file was copied up as an indexed hard link (`index=on`; it
+    /// carries `*.overlay.nlink`): the merged tree shows it at every lower name of its inode.
+    var overlayIndexedLink = false
 
     /// The entry's type.
     var type: FileType { status.type }
@@ -88,8 +91,10 @@ struct SideReader: Sendable {
             throw DiffError(path: display(parent.appending(name)), "cannot read extended attributes", error)
         }
         var opaque = false
+        var indexedLink = false
         if dropOverlayAttributes && !attributes.isEmpty {
             opaque = try overlayFlags(attributes, parent.appending(name))
+            indexedLink = attributes.contains { SideReader.indexedLinkAttributes.contains($0.name) }
             attributes.removeAll { Whiteout.isOverlayPrivateAttribute($0.name) }
         }
         var target: [UInt8] = []
@@ -102,8 +107,11 @@ struct SideReader: Sendable {
         }
         return SideEntry(
             name: name, status: status, attributes: attributes, linkTarget: target, parent: directory, side: side,
-            overlayOpaque: opaque)
+            overlayOpaque: opaque, overlayIndexedLink: indexedLink)
     }
+
+    /// The xattrs overlayfs puts on a hard link it copied up under `index=on`.
+    static let indexedLinkAttributes = [Array("trusted.overlay.nlink".utf8), Array("user.overlay.nlink".utf8)]
 
     /// The overlay bookkeeping an upper-dir entry carries: whether it is marked opaque. Refuses
     /// what `--upper` cannot read without the lower layers' own bookkeeping (diff the merged tree
