@@ -93,6 +93,60 @@ struct CLITests {
         #expect(FileManager.default.contents(atPath: temp.url("root/b")) == Data("b".utf8))
     }
 
+    @Test(
+        "without root, read-only directories and files with user xattrs go through -o, --layer-dir and apply",
+        .enabled(if: runningAsRoot))
+    func readOnlyTreesWithoutRoot() throws {
+        let temp = TemporaryDirectory()
+        chmod(temp.path, 0o755)
+        let a: [LayerStep] = [
+            .dir("e"), .file("a/ro/sub/f", "f"), .file("a/ro/gone/deep/g", "g"), .file("a/opq/o1", "1"),
+            .file("a/opq/o2", "2"), .file("a/opq/o3", "3"), .file("a/closed/in/i", "i"),
+        ]
+        // B: a file and a read-only tree deleted, files added in read-only directories, an opaque
+        // directory (o1-o3 go), a read-only file with an xattr.
+        let b: [LayerStep] = [
+            .file("b/ro/sub/new", "n"), .xattr("b/ro/sub/new", name: "user.k", value: "v"), .file("b/opq/k", "k"),
+            .file("b/closed/in/i", "i"), .file("b/closed/in/n", "n"), .xattr("b/ro/sub", name: "user.d", value: "d"),
+            .chmod("b/ro/sub/new", 0o444),
+        ]
+        let readOnly = ["ro/sub", "ro/gone/deep", "ro/gone", "ro", "opq", "closed/in", "closed"]
+        let modes =
+            readOnly.map { LayerStep.chmod("a/" + $0, $0 == "closed/in" || $0 == "closed" ? 0o500 : 0o555) }
+            + readOnly.filter { !$0.hasPrefix("ro/gone") }.map {
+                LayerStep.chmod("b/" + $0, $0 == "closed/in" || $0 == "closed" ? 0o500 : 0o555)
+            }
+        LayerBuilder.apply(a + b + modes, in: temp.path)
+        for directory in ["r", "r2", "ld2"] { mkdir(temp.url(directory), 0o755) }
+        #expect(shell("chown -R 65534:65534 \(shellQuote(temp.path))").status == 0)
+        let times = ["a", "b", "e", "r", "r2"].map { LayerStep.times($0, seconds: 1_600_000_000) }
+        LayerBuilder.apply(times, in: temp.path)
+        func nobody(_ arguments: [String]) -> ProcessResult {
+            run(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534", "--clear-groups", Self.layerdiff]
+                    + arguments.map { $0.hasPrefix("-") || $0 == "apply" ? $0 : temp.url($0) })
+        }
+        for arguments in [
+            ["e", "a", "-o", "l1.tar"], ["a", "b", "-o", "l2.tar"], ["a", "b", "--layer-dir", "ld"],
+            ["a", "b", "--layer-dir", "ld2"],
+        ] {
+            let result = nobody(arguments + ["-q"])
+            #expect(result.status == 1, "\(arguments): \(result.err)")
+        }
+        // (The marker files' mtimes are their creation times.)
+        let layerDirectories = try TreeSnapshot(temp.url("ld")).differences(to: TreeSnapshot(temp.url("ld2")))
+        #expect(layerDirectories.filter { !$0.contains("/.wh.") } == [], "\(layerDirectories)")
+        for (root, second) in [("r", "l2.tar"), ("r2", "ld")] {
+            for layer in ["l1.tar", second] {
+                let result = nobody(["apply", layer, root])
+                #expect(result.status == 0, "\(layer) onto \(root): \(result.err)")
+            }
+            #expect(try TreeSnapshot(temp.url("b")).differences(to: TreeSnapshot(temp.url(root))) == [])
+        }
+        _ = shell("chmod -R u+rwx \(shellQuote(temp.path))")
+    }
+
     @Test("apply refuses a layer directory that is ROOT, inside ROOT, or holds ROOT")
     func overlappingLayerAndRootAreRefused() {
         let temp = TemporaryDirectory()

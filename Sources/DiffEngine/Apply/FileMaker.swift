@@ -75,17 +75,19 @@ struct EntryMetadata: Sendable {
 enum FileMaker {
     /// Creates a non-regular entry `name` in `directory`: a directory, symlink, device or fifo.
     /// Sets owner, permissions and xattrs; the mtime too unless it is a directory (set those
-    /// last, after their contents).
+    /// last, after their contents). `ownerAccess`: see ``apply(_:to:setTime:ownerAccess:)``.
     ///
     /// - Throws: the errno of the failing call.
-    static func make(_ name: FileName, in directory: FileDescriptor, _ metadata: EntryMetadata) throws(Errno) {
+    static func make(
+        _ name: FileName, in directory: FileDescriptor, _ metadata: EntryMetadata, ownerAccess: Bool = false
+    ) throws(Errno) {
         switch metadata.type {
         case .directory:
             _ = try name.withCString { (cName) throws(Errno) in
                 try valueOrErrno { mkdirat(directory.rawValue, cName, 0o700) }
             }
             let child = try directory.open(name, flags: O_RDONLY | O_DIRECTORY)
-            try apply(metadata, to: child, setTime: false)
+            try apply(metadata, to: child, setTime: false, ownerAccess: ownerAccess)
             return
         case .symlink:
             var target = metadata.linkTarget.map { CChar(bitPattern: $0) }
@@ -145,11 +147,22 @@ enum FileMaker {
 
     /// Sets owner, permissions, the exact xattr set and (optionally) the mtime of the open
     /// file or directory `file`. The owner first: chown clears setuid/setgid and capabilities.
+    /// Without root, changing xattrs needs write permission, so the owner gets read and write
+    /// (and search, for a directory) until the xattrs are set; with `ownerAccess` a directory
+    /// keeps them, so that its entries can be made in it (a 0555 `/usr`): the caller gives it
+    /// its permissions at the end with ``setPermissions(of:_:)``. Root needs neither.
     ///
     /// - Throws: the errno of the failing call (ownership changes fail with EPERM unless root).
-    static func apply(_ metadata: EntryMetadata, to file: FileDescriptor, setTime: Bool) throws(Errno) {
+    static func apply(
+        _ metadata: EntryMetadata, to file: FileDescriptor, setTime: Bool, ownerAccess: Bool = false
+    ) throws(Errno) {
         if privileged { _ = try valueOrErrno { fchown(file.rawValue, metadata.userID, metadata.groupID) } }
-        _ = try valueOrErrno { fchmod(file.rawValue, mode_t(metadata.permissions)) }
+        let mode = mode_t(metadata.permissions)
+        let owner: mode_t = metadata.type == .directory ? 0o700 : 0o600
+        _ = try valueOrErrno { fchmod(file.rawValue, privileged ? mode : mode | owner) }
+        defer {
+            if !privileged && !(ownerAccess && metadata.type == .directory) { _ = fchmod(file.rawValue, mode) }
+        }
         let current: [[UInt8]]
         do {
             current = try file.extendedAttributeNames()
@@ -199,6 +212,25 @@ enum FileMaker {
         }
     }
 
+    /// Sets the permission bits of an open file or directory. Wraps fchmod(2).
+    static func setPermissions(of file: FileDescriptor, _ permissions: UInt32) throws(Errno) {
+        _ = try valueOrErrno { fchmod(file.rawValue, mode_t(permissions)) }
+    }
+
+    /// Without root, gives the owner read, write and search permission on directory `name` of
+    /// `directory` if it lacks one (a 0555 or 0000 directory of ROOT that a layer changes), and
+    /// returns its permissions before; nil when nothing was changed (or for root, who needs
+    /// nothing).
+    static func openUp(_ name: FileName, in directory: FileDescriptor) -> UInt32? {
+        guard !privileged, let status = try? directory.status(of: name), status.type == .directory,
+            status.permissions & 0o700 != 0o700, status.userID == geteuid()
+        else { return nil }
+        let changed = try? name.withCString { (cName) throws(Errno) in
+            try valueOrErrno { fchmodat(directory.rawValue, cName, mode_t(status.permissions | 0o700), 0) }
+        }
+        return changed == nil ? nil : status.permissions
+    }
+
     /// Sets atime and mtime of an open file or directory to `time`. Wraps futimens(2).
     static func setTimes(of file: FileDescriptor, _ time: Timestamp) throws(Errno) {
         var times = [time.timespec, time.timespec]
@@ -224,6 +256,8 @@ enum FileMaker {
     static func remove(_ name: FileName, in directory: FileDescriptor) throws(Errno) {
         guard let status = try directory.statusIfPresent(of: name) else { return }
         if status.type == .directory {
+            // Without root, a read-only directory cannot be emptied: it goes anyway.
+            _ = openUp(name, in: directory)
             let child = try directory.open(name, flags: O_RDONLY | O_DIRECTORY)
             try removeContents(of: child)
             _ = try name.withCString { (cName) throws(Errno) in

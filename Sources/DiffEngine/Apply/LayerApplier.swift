@@ -14,7 +14,8 @@ import LayerCore
 ///    the entry (`O_EXCL | O_NOFOLLOW`); hard links are linked to their target inside ROOT.
 /// 4. Directory mtimes are set last: the layer's directories get theirs, and directories that
 ///    were only touched as a side effect (an entry below them created or removed) get their
-///    old mtime back.
+///    old mtime back. Without root, directories get their permissions then too: until the end
+///    they stay open to their owner, so that a read-only directory (a 0555 `/usr`) can be filled.
 ///
 /// Every path is walked one component at a time from ROOT's descriptor with `O_NOFOLLOW`, so a
 /// symlink already in ROOT (`etc -> /etc`) is never followed: an entry below it is refused.
@@ -23,6 +24,10 @@ public final class LayerApplier {
     private let rootPath: String
     private var touched: [RelativePath: Timestamp] = [:]
     private var directoryTimes: [(RelativePath, Timestamp)] = []
+    /// Without root: the permissions to give directories at the end, for those the layer makes
+    /// or changes (kept open for their owner meanwhile) and those of ROOT it opened up to
+    /// change them (see ``FileMaker/openUp(_:in:)``).
+    private var directoryModes: [RelativePath: UInt32] = [:]
     private var cachedParent: (path: RelativePath, directory: FileDescriptor)?
 
     /// An applier onto the directory at `root`.
@@ -232,19 +237,24 @@ public final class LayerApplier {
             guard case .entry = entry.role else { return }
             try place(entry, content)
         }
-        // 4. Directory mtimes last.
-        for (path, time) in touched where !directoryTimes.contains(where: { $0.0 == path }) {
-            try setTime(path, time)
+        // 4. Directory mtimes (and without root, permissions) last, the deepest first: a
+        // directory's own permissions may keep its owner out of it.
+        var finals = touched
+        for (path, time) in directoryTimes { finals[path] = time }
+        let order = Set(finals.keys).union(directoryModes.keys).sorted {
+            $0.components.count != $1.components.count
+                ? $0.components.count > $1.components.count : $0.description < $1.description
         }
-        for (path, time) in directoryTimes.reversed() { try setTime(path, time) }
+        for path in order { try finish(path, time: finals[path], permissions: directoryModes[path]) }
     }
 
     private func place(_ entry: LayerEntry, _ content: ((SparseWriter) throws(DiffError) -> Void)?) throws(DiffError) {
         if entry.path.isRoot {
             try attempt(entry.path, "cannot set attributes") { () throws(Errno) in
-                try FileMaker.apply(entry.metadata, to: root, setTime: false)
+                try FileMaker.apply(entry.metadata, to: root, setTime: false, ownerAccess: true)
             }
             directoryTimes.append((.root, entry.metadata.modificationTime))
+            if !FileMaker.privileged { directoryModes[.root] = entry.metadata.permissions }
             return
         }
         guard let name = entry.path.lastName else { return }
@@ -258,12 +268,14 @@ public final class LayerApplier {
         if let existing, existing.type == .directory, entry.kind == .directory {
             let directory: FileDescriptor
             do {
+                _ = FileMaker.openUp(name, in: parent)
                 directory = try parent.open(name, flags: O_RDONLY | O_DIRECTORY)
-                try FileMaker.apply(entry.metadata, to: directory, setTime: false)
+                try FileMaker.apply(entry.metadata, to: directory, setTime: false, ownerAccess: true)
             } catch {
                 throw DiffError(path: display(entry.path), "cannot set attributes", error)
             }
             directoryTimes.append((entry.path, entry.metadata.modificationTime))
+            if !FileMaker.privileged { directoryModes[entry.path] = entry.metadata.permissions }
             if cachedParent?.path == entry.path { cachedParent = nil }
             return
         }
@@ -299,10 +311,11 @@ public final class LayerApplier {
             }
         default:
             try attempt(entry.path, "cannot create") { () throws(Errno) in
-                try FileMaker.make(name, in: parent, entry.metadata)
+                try FileMaker.make(name, in: parent, entry.metadata, ownerAccess: true)
             }
             if entry.kind == .directory {
                 directoryTimes.append((entry.path, entry.metadata.modificationTime))
+                if !FileMaker.privileged { directoryModes[entry.path] = entry.metadata.permissions }
             }
         }
     }
@@ -318,7 +331,7 @@ public final class LayerApplier {
         for component in path.components {
             let next = walked.appending(component)
             do {
-                current = try current.open(component, flags: O_RDONLY | O_DIRECTORY)
+                current = try openEntering(component, in: current, at: next)
             } catch .noEntry {
                 try touch(walked, current)
                 do {
@@ -409,20 +422,40 @@ public final class LayerApplier {
         }
     }
 
-    /// Remembers a directory's mtime before the first change in it.
+    /// Opens directory `name` of `parent` (at `path`). Without root, one of ROOT's directories
+    /// its owner cannot enter or change is opened up first, and given its permissions back at
+    /// the end.
+    private func openEntering(_ name: FileName, in parent: FileDescriptor, at path: RelativePath) throws(Errno)
+        -> FileDescriptor
+    {
+        if let before = FileMaker.openUp(name, in: parent), directoryModes[path] == nil {
+            directoryModes[path] = before
+        }
+        return try parent.open(name, flags: O_RDONLY | O_DIRECTORY)
+    }
+
+    /// Remembers a directory's mtime before the first change in it. Without root, opens up a
+    /// directory its owner cannot change (its permissions are restored at the end).
     private func touch(_ path: RelativePath, _ directory: FileDescriptor) throws(DiffError) {
         guard touched[path] == nil else { return }
         do {
-            touched[path] = try directory.status().modificationTime
+            let status = try directory.status()
+            touched[path] = status.modificationTime
+            if !FileMaker.privileged && status.permissions & 0o700 != 0o700 && status.userID == geteuid() {
+                try FileMaker.setPermissions(of: directory, status.permissions | 0o700)
+                if directoryModes[path] == nil { directoryModes[path] = status.permissions }
+            }
         } catch {
             throw DiffError(path: display(path), "cannot examine", error)
         }
     }
 
-    private func setTime(_ path: RelativePath, _ time: Timestamp) throws(DiffError) {
+    /// Gives the directory at `path` its final mtime and (without root) permissions.
+    private func finish(_ path: RelativePath, time: Timestamp?, permissions: UInt32?) throws(DiffError) {
         do {
             let directory = path.isRoot ? root : try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
-            try FileMaker.setTimes(of: directory, time)
+            if let time { try FileMaker.setTimes(of: directory, time) }
+            if let permissions { try FileMaker.setPermissions(of: directory, permissions) }
         } catch .noEntry {
             return
         } catch .notDirectory {

@@ -201,10 +201,17 @@ final class LayerOutput {
         let rootStatus = try scratch.status()
         let rootAttributes = try scratch.extendedAttributes()
         let listing = try scratch.open(FileName(unchecked: [0x2E]), flags: O_RDONLY | O_DIRECTORY)
+        // Without root, entries leave a read-only scratch directory only once it is writable (it
+        // is removed after, and the destination gets its permissions).
+        if !FileMaker.privileged { try FileMaker.setPermissions(of: scratch, rootStatus.permissions | 0o700) }
         for entry in try TreeWalker.names(of: listing, sorted: false) {
             let status = try scratch.status(of: entry)
+            // Moving a directory rewrites its `..`: without root, a read-only one is opened up
+            // for the move, then given its permissions back.
+            let before = FileMaker.openUp(entry, in: scratch)
             try entry.withCString { (cName) throws(Errno) in
                 _ = try valueOrErrno { renameat(scratch.rawValue, cName, destination.rawValue, cName) }
+                if let before { _ = try valueOrErrno { fchmodat(destination.rawValue, cName, mode_t(before), 0) } }
                 if status.type == .directory {
                     var times = [status.modificationTime.timespec, status.modificationTime.timespec]
                     _ = try valueOrErrno { utimensat(destination.rawValue, cName, &times, AT_SYMLINK_NOFOLLOW) }

@@ -194,6 +194,9 @@ final class DirectoryLayerSink: LayerSink {
     private let sourceReader: SideReader
     private let content: ContentReader
     private var directoryTimes: [(RelativePath, Timestamp)] = []
+    /// Without root: directories stay open to their owner until ``finish()`` gives them these
+    /// permissions (a read-only directory of B must be filled first).
+    private var directoryModes: [RelativePath: UInt32] = [:]
     private var made = Set<RelativePath>()
     private var rootWritten = false
 
@@ -222,9 +225,10 @@ final class DirectoryLayerSink: LayerSink {
         case .entry(let entry, let linkTo):
             if path.isRoot {
                 try fail(path) { () throws(Errno) in
-                    try FileMaker.apply(EntryMetadata(entry, clamp: clamp), to: root, setTime: false)
+                    try FileMaker.apply(EntryMetadata(entry, clamp: clamp), to: root, setTime: false, ownerAccess: true)
                 }
                 directoryTimes.append((path, EntryMetadata(entry, clamp: clamp).modificationTime))
+                noteMode(path, entry.status.permissions)
                 rootWritten = true
                 return
             }
@@ -256,10 +260,13 @@ final class DirectoryLayerSink: LayerSink {
                     }
                 }
             } else {
-                try fail(path) { () throws(Errno) in try FileMaker.make(name, in: parent, metadata) }
+                try fail(path) { () throws(Errno) in
+                    try FileMaker.make(name, in: parent, metadata, ownerAccess: true)
+                }
                 if entry.isDirectory {
                     made.insert(path)
                     directoryTimes.append((path, metadata.modificationTime))
+                    noteMode(path, metadata.permissions)
                 }
             }
         case .whiteout:
@@ -334,9 +341,14 @@ final class DirectoryLayerSink: LayerSink {
         guard let name = path.lastName else { return }
         let metadata = try sourceMetadata(path)
         let parent = try directory(path.parent)
-        try fail(path) { () throws(Errno) in try FileMaker.make(name, in: parent, metadata) }
+        try fail(path) { () throws(Errno) in try FileMaker.make(name, in: parent, metadata, ownerAccess: true) }
         made.insert(path)
         directoryTimes.append((path, metadata.modificationTime))
+        noteMode(path, metadata.permissions)
+    }
+
+    private func noteMode(_ path: RelativePath, _ permissions: UInt32) {
+        if !FileMaker.privileged { directoryModes[path] = permissions }
     }
 
     private func fail(_ path: RelativePath, _ body: () throws(Errno) -> Void) throws(DiffError) {
@@ -352,13 +364,20 @@ final class DirectoryLayerSink: LayerSink {
             // A layer directory always has a root, and overlay stacking takes the top layer's root
             // attributes: give it B's, changed or not.
             let metadata = try sourceMetadata(.root)
-            try fail(.root) { () throws(Errno) in try FileMaker.apply(metadata, to: root, setTime: false) }
+            try fail(.root) { () throws(Errno) in
+                try FileMaker.apply(metadata, to: root, setTime: false, ownerAccess: true)
+            }
             directoryTimes.insert((.root, metadata.modificationTime), at: 0)
+            noteMode(.root, metadata.permissions)
         }
+        // Children before their parents: a directory's own permissions may keep its owner out.
         for (path, time) in directoryTimes.reversed() {
             do {
                 let directory = path.isRoot ? root : try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
                 try FileMaker.setTimes(of: directory, time)
+                if let permissions = directoryModes.removeValue(forKey: path) {
+                    try FileMaker.setPermissions(of: directory, permissions)
+                }
             } catch {
                 throw DiffError(path: display(path), "cannot set the modification time", error)
             }
