@@ -233,6 +233,26 @@ struct MaliciousLayerTests {
         #expect(try TreeWalker.names(of: try FileDescriptor.open(path: temp.url("root"), flags: O_RDONLY)).isEmpty)
     }
 
+    @Test("a uid or gid that is not a 32-bit id is refused, not truncated (2^32 would be root)")
+    func idsOutOfRange() throws {
+        let space = Workspace()
+        for (field, value) in [("uid", "4294967296"), ("gid", "1099511627776"), ("uid", "4294967295"), ("uid", "-1")] {
+            let path = space.temp.url("ids-\(field)\(value).tar")
+            let made = shell(
+                "python3 -c 'import io, sys, tarfile; t = tarfile.open(sys.argv[1], \"w\", format=tarfile.PAX_FORMAT); "
+                    + "i = tarfile.TarInfo(\"owned\"); i.size = 1; i.pax_headers = {sys.argv[2]: sys.argv[3]}; "
+                    + "t.addfile(i, io.BytesIO(b\"x\")); t.close()' \(shellQuote(path)) \(field) \(value)")
+            #expect(made.status == 0, "\(made.err)")
+            do {
+                try LayerApplier(root: space.root).apply(layer: path)
+                Issue.record("\(field) \(value) was applied")
+            } catch {
+                #expect(error.description.contains("owned: \(field) \(value) is out of range"), "\(error)")
+            }
+            #expect(access(space.root + "/owned", F_OK) != 0, "written before the refusal")
+        }
+    }
+
     @Test("a damaged archive is an error naming the layer")
     func damaged() throws {
         let space = Workspace()

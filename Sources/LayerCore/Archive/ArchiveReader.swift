@@ -99,6 +99,13 @@ public final class ArchiveReader {
         }
         guard status >= ARCHIVE_WARN, let header else { throw failure("read header") }
         entryOpen = true
+        // PAX stores ids of any size; Linux ids are 32-bit and (uid_t)-1 means "unchanged" to
+        // chown(2). Truncated, uid 2^32 would become root.
+        for (what, id) in [("uid", archive_entry_uid(header)), ("gid", archive_entry_gid(header))]
+        where id < 0 || id > Int64(UInt32.max - 1) {
+            let path = ArchiveReader.bytes(archive_entry_pathname(header)).map(escapeForDisplay) ?? "?"
+            throw ArchiveError("\(path): \(what) \(id) is out of range (0 to \(UInt32.max - 1))", isDamage: true)
+        }
         return ArchiveReader.convert(header)
     }
 
