@@ -64,6 +64,32 @@ struct LayerOutputTests {
         #expect(result.summary.opaqueMarkers == 1)
     }
 
+    @Test("a deleted name too long for a .wh. whiteout is deleted by an opaque marker (refused at the root)")
+    func longDeletedName() throws {
+        let long = String(repeating: "n", count: 252)
+        let temp = TemporaryDirectory()
+        let (entries, result, path) = try Self.layer(
+            [.remove("etc/" + long), .times("etc", seconds: 1_600_000_000)],
+            extra: [.file("etc/" + long, "x"), .times("etc/" + long, seconds: 1_600_000_000)], in: temp)
+        #expect(entries == ["etc/.wh..wh..opq f", "etc/app.d/ d", "etc/app.d/a.conf f", "etc/config f"])
+        #expect(result.summary.counts[.deleted] == 1)
+        #expect(result.summary.skipped.isEmpty)
+        copyTree(temp.url("a"), temp.url("result"))
+        try LayerApplier(root: temp.url("result")).apply(layer: path)
+        #expect(try TreeSnapshot(temp.url("b")).differences(to: TreeSnapshot(temp.url("result"))) == [])
+        // A name of 251 bytes still gets its whiteout; at the root only a whiteout would do.
+        let (short, _, _) = try Self.layer(
+            [.remove("etc/" + long.dropLast()), .times("etc", seconds: 1_600_000_000)],
+            extra: [.file("etc/" + long.dropLast(), "x")], in: TemporaryDirectory())
+        #expect(short == ["etc/.wh.\(long.dropLast()) f"])
+        do {
+            _ = try Self.layer([.remove(long)], extra: [.file(long, "x")], in: TemporaryDirectory())
+            Issue.record("a root whiteout longer than 255 bytes was written")
+        } catch {
+            #expect("\(error)".contains("the whiteout name is longer than 255 bytes"), "\(error)")
+        }
+    }
+
     @Test("a directory is emitted only when its own metadata changed; the root only when it changed")
     func noParentChain() throws {
         let (entries, _, _) = try Self.layer(

@@ -38,7 +38,8 @@ final class DiffWalk {
         self.progress = progress
         pool = WorkPool(workers: max(0, options.jobs - 1))
         diff = DiffContext(
-            options: options, a: aReader, b: bReader, mode: mode, pool: pool, layerWanted: emitter.hasLayer)
+            options: options, a: aReader, b: bReader, mode: mode, pool: pool, layerWanted: emitter.hasLayer,
+            ociWhiteouts: emitter.writesOCIWhiteouts)
         links = LinkGroups(ignoringMtime: options.ignoreModificationTime, unseenLowerMayRemain: diff.isUpper)
     }
 

@@ -24,6 +24,8 @@ final class DiffContext: Sendable {
     let pool: WorkPool
     /// Whether a layer is written (whiteouts and the opaque choice matter then).
     let layerWanted: Bool
+    /// Whether its deletions are OCI `.wh.NAME` whiteouts (which cannot name every file).
+    let ociWhiteouts: Bool
     /// Entries examined so far (both sides), for progress and the summary.
     let examined = Atomic<Int>(0)
     /// Bytes read to compare content so far.
@@ -33,7 +35,11 @@ final class DiffContext: Sendable {
     let spawnLimit: Int
 
     /// The shared state of one diff.
-    init(options: DiffOptions, a: SideReader, b: SideReader, mode: Mode, pool: WorkPool, layerWanted: Bool) {
+    init(
+        options: DiffOptions, a: SideReader, b: SideReader, mode: Mode, pool: WorkPool, layerWanted: Bool,
+        ociWhiteouts: Bool = false
+    ) {
+        self.ociWhiteouts = ociWhiteouts
         self.options = options
         aReader = a
         bReader = b
@@ -197,11 +203,20 @@ struct SubtreeDiffer {
             if case .deleted = $0 { return true }
             return false
         }
+        // A deleted name over 251 bytes has no OCI whiteout (`.wh.` + the name passes 255 bytes):
+        // only the opaque marker deletes it.
+        let unnamable =
+            diff.ociWhiteouts
+            && deletions.contains {
+                guard case .deleted(let entry) = $0 else { return false }
+                return entry.name.bytes.count + Whiteout.ociPrefix.count > FileName.maxLength
+            }
         // Never at the root: the kernel overlay (and layermount) ignore an opaque marker on a
         // layer's root, so stacking such a layer would not hide A; per-name whiteouts always work.
         let opaque =
-            !task.forced && !task.path.isRoot && diff.layerWanted && deletions.count >= 2
-            && chooseOpaque(pairs, deletions.count, aDirectory, hidesLower: hidesLower)
+            !task.forced && !task.path.isRoot && diff.layerWanted
+            && (unnamable
+                || (deletions.count >= 2 && chooseOpaque(pairs, deletions.count, aDirectory, hidesLower: hidesLower)))
         let childrenForced = task.forced || opaque
         if diff.layerWanted && !task.forced {
             let time = task.bStatus.modificationTime

@@ -35,6 +35,9 @@ final class Emitter {
     /// Whether a layer is being written (whiteouts and the opaque choice matter then).
     var hasLayer: Bool { sink != nil }
 
+    /// Whether deletions are written as OCI `.wh.NAME` whiteouts.
+    var writesOCIWhiteouts: Bool { sink != nil && format == .oci }
+
     /// Records the walk's totals in the summary.
     func noteTotals(examined: Int, hashed: Int64) {
         summary.examined = examined
