@@ -93,6 +93,44 @@ struct CLITests {
         #expect(FileManager.default.contents(atPath: temp.url("root/b")) == Data("b".utf8))
     }
 
+    @Test("apply refuses entries after an end-of-archive block (a zeroed header, an appended tar)")
+    func entriesAfterTheEndAreRefused() {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply(
+            [
+                .dir("a"), .dir("root"), .file("root/keep", "k"), .file("b/1", "1"), .file("b/2", "2"),
+                .file("b/3", "3"),
+                .times("b/1", seconds: 1_600_000_000), .times("b/2", seconds: 1_600_000_000),
+                .times("b/3", seconds: 1_600_000_000), .times("a", seconds: 1_600_000_000),
+                .times("b", seconds: 1_600_000_000),
+            ], in: temp.path)
+        let layer = temp.url("layer.tar")
+        #expect(run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", layer, "-q"]).status == 1)
+        // Entries of 1 KiB each (header and content block): zero the second header; put a tar
+        // after the first one's end.
+        let damaged = [
+            ("zeroed.tar", "dd if=/dev/zero of=OUT bs=512 seek=2 count=1 conv=notrunc 2>/dev/null"),
+            ("appended.tar", "cat \(shellQuote(layer)) >> OUT"),
+        ]
+        for (name, command) in damaged {
+            let path = temp.url(name)
+            let made = shell(
+                "cp \(shellQuote(layer)) \(shellQuote(path)) && "
+                    + command.replacingOccurrences(of: "OUT", with: shellQuote(path)))
+            #expect(made.status == 0, "\(made.err)")
+            let result = run(Self.layerdiff, ["apply", path, temp.url("root")])
+            #expect(result.status == 2, "\(name): \(result.err)")
+            #expect(result.err.contains("data follows the end-of-archive block"), "\(result.err)")
+            #expect(
+                (try? FileManager.default.contentsOfDirectory(atPath: temp.url("root"))) == ["keep"], "ROOT changed")
+        }
+        // Padding after the end (GNU tar fills a 10 KiB record) is fine.
+        let padded = temp.url("padded.tar")
+        _ = shell("cp \(shellQuote(layer)) \(shellQuote(padded)) && head -c 8192 /dev/zero >> \(shellQuote(padded))")
+        #expect(run(Self.layerdiff, ["apply", padded, temp.url("root")]).status == 0)
+        #expect(FileManager.default.contents(atPath: temp.url("root/3")) == Data("3".utf8))
+    }
+
     @Test(
         "without root, read-only directories and files with user xattrs go through -o, --layer-dir and apply",
         .enabled(if: runningAsRoot))

@@ -92,6 +92,15 @@ public final class ArchiveReader {
             }
             // The tar ends before its stream does: check the rest (the last CRC or checksum).
             try checked.finish()
+            // After the end-of-archive blocks only padding may follow: anything else is entries
+            // the tar reader would never see (a header block zeroed by damage, or an archive
+            // appended). Positions are comparable when libarchive decodes nothing itself.
+            let end = archive_filter_bytes(archive, 0)
+            if archive_filter_count(archive) == 1 && checked.endOfData > end {
+                throw ArchiveError(
+                    "data follows the end-of-archive block at byte \(before) (a zeroed header, "
+                        + "or another archive appended)", isDamage: true)
+            }
             return nil
         }
         if status == ARCHIVE_WARN, let message = archive_error_string(archive) {

@@ -30,6 +30,11 @@ final class CheckedInput {
     private(set) var failure: String?
     /// The errno of a failed read(2), if that was the failure.
     private(set) var failureErrno: Errno?
+    /// Bytes of the decoded stream handed out or skipped so far.
+    private(set) var position: Int64 = 0
+    /// The position just after the last non-zero byte handed out: what follows the tar's
+    /// end-of-archive blocks must be zeros (padding), not more entries.
+    private(set) var endOfData: Int64 = 0
 
     private var inflater = z_stream()
     private var inflaterReady = false
@@ -56,11 +61,24 @@ final class CheckedInput {
             started = true
             guard detect() else { return nil }
         }
+        let chunk: UnsafeRawBufferPointer?
         switch codec {
-        case .none: return passThrough()
-        case .gzip: return inflateNext()
-        case .zstd: return decompressNext()
+        case .none: chunk = passThrough()
+        case .gzip: chunk = inflateNext()
+        case .zstd: chunk = decompressNext()
         }
+        if let chunk { note(chunk) }
+        return chunk
+    }
+
+    /// Advances ``position`` over `chunk` and ``endOfData`` to its last non-zero byte (found
+    /// from the end: at once, unless the chunk ends in zeros).
+    private func note(_ chunk: UnsafeRawBufferPointer) {
+        var end = chunk.count
+        while end >= 8 && chunk.loadUnaligned(fromByteOffset: end - 8, as: UInt64.self) == 0 { end -= 8 }
+        while end > 0 && chunk[end - 1] == 0 { end -= 1 }
+        if end > 0 { endOfData = position + Int64(end) }
+        position += Int64(chunk.count)
     }
 
     /// Skips up to `count` bytes of a stream that is not decoded here, with lseek(2) when the
@@ -78,14 +96,15 @@ final class CheckedInput {
             length = min(count, max(0, Int64(status.st_size) - Int64(before)))
         }
         guard length > 0, lseek(input.rawValue, off_t(length), SEEK_CUR) >= 0 else { return 0 }
+        position += length
         return length
     }
 
-    /// Decodes the rest of the stream, so that its last checksums are verified too.
+    /// Reads (and decodes) the rest of the stream, so that its last checksums are verified
+    /// too, and ``endOfData`` covers it.
     ///
     /// - Throws: ``ArchiveError`` when the rest is damaged.
     func finish() throws(ArchiveError) {
-        guard codec != .none else { return }
         while let chunk = read() {
             if chunk.isEmpty { return }
         }
