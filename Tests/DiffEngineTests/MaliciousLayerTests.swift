@@ -233,6 +233,31 @@ struct MaliciousLayerTests {
         #expect(try TreeWalker.names(of: try FileDescriptor.open(path: temp.url("root"), flags: O_RDONLY)).isEmpty)
     }
 
+    @Test("a hard link to what neither the layer (before it) nor ROOT holds is refused before anything is written")
+    func hardLinkTargetsMustExist() throws {
+        let space = Workspace(rootSteps: [.file("keep", "k"), .dir("dir")])
+        func link(_ path: String, _ target: String) -> ArchiveEntry {
+            ArchiveEntry(path: Array(path.utf8), kind: .hardLink, linkTarget: Array(target.utf8))
+        }
+        let refused: [([ArchiveEntry], String)] = [
+            ([Self.file("first"), link("x", "missing")], "'missing' is neither in the layer before it nor in"),
+            ([Self.file("first"), link("x", "later"), Self.file("later")], "'later' is neither in the layer"),
+            ([Self.file("first"), Self.file(".wh.keep"), link("x", "keep")], "'keep' is removed by the layer"),
+            ([Self.file("first"), link("x", "dir")], "'dir' is a directory in"),
+        ]
+        for (entries, reason) in refused {
+            let message = try space.apply(entries)
+            #expect(message?.contains("x: refused: hard link target \(reason)") == true, "\(message ?? "applied")")
+            #expect(access(space.root + "/first", F_OK) != 0, "written before the refusal")
+            #expect(access(space.root + "/keep", F_OK) == 0, "whited out before the refusal")
+        }
+        // A target in ROOT, or created by the layer before the link, is linked.
+        #expect(try space.apply([link("x", "keep"), Self.file("new"), link("y", "new")]) == nil)
+        var x = stat()
+        var keep = stat()
+        #expect(lstat(space.root + "/x", &x) == 0 && lstat(space.root + "/keep", &keep) == 0 && x.st_ino == keep.st_ino)
+    }
+
     @Test("a uid or gid that is not a 32-bit id is refused, not truncated (2^32 would be root)")
     func idsOutOfRange() throws {
         let space = Workspace()

@@ -118,6 +118,8 @@ public final class LayerApplier {
         // entries the layer does not create as directories (checked against ROOT after the pass).
         var nonDirectories = Set<RelativePath>()
         var parentsToCheck: [RelativePath: String] = [:]
+        // Hard-link targets the layer has not created before the link: they must be in ROOT.
+        var linkTargetsToCheck: [(RelativePath, String)] = []
         var layout = ArchiveLayout()
         let privileged = geteuid() == 0
         try source.forEach { (entry, _) throws(DiffError) in
@@ -178,6 +180,9 @@ public final class LayerApplier {
                                 reason: "refused: hard link target goes through a symlink")
                         }
                     }
+                    if !nonDirectories.contains(target) {
+                        linkTargetsToCheck.append((target, "\(source.path): \(entry.display)"))
+                    }
                 }
                 if entry.kind == .symlink {
                     symlinks.insert(entry.path)
@@ -205,6 +210,11 @@ public final class LayerApplier {
             try checkParentInRoot(
                 parent, layerDirectories: directories, removed: removed, cleared: cleared,
                 entry: "\(source.path): \(shown)")
+        }
+        // A hard link to what neither the layer (before it) nor ROOT holds would fail half-way.
+        for (target, shown) in linkTargetsToCheck {
+            try checkLinkTargetInRoot(
+                target, layerDirectories: directories, removed: removed, cleared: cleared, entry: shown)
         }
         // 2. Whiteouts and opaque markers, on the lower content only.
         for path in whiteouts {
@@ -400,6 +410,35 @@ public final class LayerApplier {
             directory = opened
             prefix = next
         }
+    }
+
+    /// Refuses a hard link (`entry`) whose target, not created by the layer before it, is not a
+    /// non-directory in ROOT once the layer's whiteouts and opaque markers have removed theirs.
+    ///
+    /// - Throws: ``DiffError`` naming `entry`.
+    private func checkLinkTargetInRoot(
+        _ target: RelativePath, layerDirectories: Set<RelativePath>, removed: Set<RelativePath>,
+        cleared: Set<RelativePath>, entry: String
+    ) throws(DiffError) {
+        func refuse(_ why: String) -> DiffError {
+            DiffError(path: entry, reason: "refused: hard link target '\(target)' \(why)")
+        }
+        guard let name = target.lastName else { throw refuse("is the root") }
+        if layerDirectories.contains(target) { throw refuse("is a directory") }
+        for length in 1...target.components.count {
+            let prefix = RelativePath(components: Array(target.components.prefix(length)))
+            if removed.contains(prefix) || cleared.contains(prefix.parent) {
+                throw refuse("is removed by the layer before it is linked")
+            }
+        }
+        let status: FileStatus?
+        do {
+            status = try existingDirectory(target.parent, for: target)?.statusIfPresent(of: name)
+        } catch {
+            throw refuse("cannot be examined in \(rootPath): \(error)")
+        }
+        guard let status else { throw refuse("is neither in the layer before it nor in \(rootPath)") }
+        if status.type == .directory { throw refuse("is a directory in \(rootPath)") }
     }
 
     private func existingDirectory(_ path: RelativePath, for subject: RelativePath) throws(DiffError) -> FileDescriptor?
