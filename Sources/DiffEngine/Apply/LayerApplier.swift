@@ -22,13 +22,10 @@ import LayerCore
 public final class LayerApplier {
     private let root: FileDescriptor
     private let rootPath: String
-    private var touched: [RelativePath: Timestamp] = [:]
-    private var directoryTimes: [(RelativePath, Timestamp)] = []
-    /// Without root: the permissions to give directories at the end, for those the layer makes
-    /// or changes (kept open for their owner meanwhile) and those of ROOT it opened up to
-    /// change them (see ``FileMaker/openUp(_:in:)``).
-    private var directoryModes: [RelativePath: UInt32] = [:]
-    private var cachedParent: (path: RelativePath, directory: FileDescriptor)?
+    /// The layer's paths: what the check learns, and the directories to finish at the end.
+    private let tree = LayerTree()
+    /// The directories last walked to, from ROOT down (see `parentDirectory`).
+    private var openChain: [(node: LayerTree.Node, directory: FileDescriptor)] = []
 
     /// An applier onto the directory at `root`.
     ///
@@ -109,16 +106,14 @@ public final class LayerApplier {
     ///
     /// - Throws: ``DiffError`` naming the entry or ROOT path at fault.
     func apply(_ source: LayerSource) throws(DiffError) {
-        // 1. Check everything; collect the markers.
+        // 1. Check everything; collect the markers. What the layer makes at each path is kept in
+        // `tree` (its last entry there), so that an entry's ancestors are one walk up.
         var whiteouts: [RelativePath] = []
         var opaques: [RelativePath] = []
-        var symlinks = Set<RelativePath>()
-        var directories = Set<RelativePath>()
-        // Non-directories the layer creates (for entries below them), and the parent paths of
-        // entries the layer does not create as directories (checked against ROOT after the pass).
-        var nonDirectories = Set<RelativePath>()
-        var parentsToCheck: [RelativePath: String] = [:]
-        // Hard-link targets the layer has not created before the link: they must be in ROOT.
+        // Parents of entries that the layer does not make directories (checked against ROOT
+        // after the pass), and hard-link targets the layer has not made before the link (they
+        // must be in ROOT).
+        var parentsToCheck: [LayerTree.Node] = []
         var linkTargetsToCheck: [(RelativePath, String)] = []
         var layout = ArchiveLayout()
         let privileged = geteuid() == 0
@@ -130,27 +125,31 @@ public final class LayerApplier {
                     path: "\(source.path): \(entry.display)",
                     reason: "refused: goes through '\(marker)', a whiteout marker name used as a directory")
             }
-            for length in 1..<max(1, entry.path.components.count) {
-                let prefix = RelativePath(components: Array(entry.path.components.prefix(length)))
-                if symlinks.contains(prefix) {
+            let node = tree.node(entry.path)
+            // The outermost ancestor the layer makes a symlink or another non-directory.
+            if let blocking = node.ancestors.first(where: { $0.kind == .symlink || $0.kind == .other }) {
+                if blocking.kind == .symlink {
                     throw DiffError(
                         path: "\(source.path): \(entry.display)",
                         reason:
-                            "refused: goes through '\(prefix)', a symlink in the layer (nothing is written through symlinks)"
+                            "refused: goes through '\(blocking.path)', a symlink in the layer (nothing is written through symlinks)"
                     )
                 }
-                if nonDirectories.contains(prefix) {
-                    throw DiffError(
-                        path: "\(source.path): \(entry.display)",
-                        reason: "refused: its parent '\(prefix)' is not a directory in the layer")
-                }
+                throw DiffError(
+                    path: "\(source.path): \(entry.display)",
+                    reason: "refused: its parent '\(blocking.path)' is not a directory in the layer")
             }
-            if !entry.path.isRoot, !directories.contains(entry.path.parent), parentsToCheck[entry.path.parent] == nil {
-                parentsToCheck[entry.path.parent] = entry.display
+            if let parent = node.parent, parent.kind != .directory, parent.entryBelow == nil {
+                parent.entryBelow = entry.display
+                parentsToCheck.append(parent)
             }
             switch entry.role {
-            case .whiteout(let target): whiteouts.append(entry.path.parent.appending(target))
-            case .opaque: opaques.append(entry.path.parent)
+            case .whiteout(let target):
+                whiteouts.append(entry.path.parent.appending(target))
+                node.parent?.child(target).removed = true
+            case .opaque:
+                opaques.append(entry.path.parent)
+                node.parent?.cleared = true
             case .meta: break
             case .entry:
                 if entry.path.isRoot && entry.kind != .directory {
@@ -168,33 +167,25 @@ public final class LayerApplier {
                         reason: "refused: device nodes are only created when running as root")
                 }
                 if let target = entry.hardLinkTarget {
-                    if target.isRoot || directories.contains(target) {
+                    let walked = tree.existingNodes(target)
+                    let made = walked.count == target.components.count ? walked.last : nil
+                    if target.isRoot || made?.kind == .directory {
                         throw DiffError(
                             path: "\(source.path): \(entry.display)", reason: "refused: hard link to a directory")
                     }
-                    for length in 1..<max(1, target.components.count) {
-                        let prefix = RelativePath(components: Array(target.components.prefix(length)))
-                        if symlinks.contains(prefix) {
-                            throw DiffError(
-                                path: "\(source.path): \(entry.display)",
-                                reason: "refused: hard link target goes through a symlink")
-                        }
+                    if walked.prefix(target.components.count - 1).contains(where: { $0.kind == .symlink }) {
+                        throw DiffError(
+                            path: "\(source.path): \(entry.display)",
+                            reason: "refused: hard link target goes through a symlink")
                     }
-                    if !nonDirectories.contains(target) {
+                    if made?.kind != .symlink && made?.kind != .other {
                         linkTargetsToCheck.append((target, "\(source.path): \(entry.display)"))
                     }
                 }
-                if entry.kind == .symlink {
-                    symlinks.insert(entry.path)
-                } else {
-                    symlinks.remove(entry.path)
-                }
-                if entry.kind == .directory {
-                    directories.insert(entry.path)
-                    nonDirectories.remove(entry.path)
-                } else {
-                    directories.remove(entry.path)
-                    nonDirectories.insert(entry.path)
+                switch entry.kind {
+                case .directory: node.kind = .directory
+                case .symlink: node.kind = .symlink
+                default: node.kind = .other
                 }
             }
         }
@@ -204,17 +195,12 @@ public final class LayerApplier {
         }
         // Entries below a non-directory already in ROOT (that the layer neither removes nor
         // replaces by a directory) would fail half-way: refuse them before anything is written.
-        let removed = Set(whiteouts)
-        let cleared = Set(opaques)
-        for (parent, shown) in parentsToCheck {
-            try checkParentInRoot(
-                parent, layerDirectories: directories, removed: removed, cleared: cleared,
-                entry: "\(source.path): \(shown)")
+        for parent in parentsToCheck {
+            try checkParentInRoot(parent, entry: "\(source.path): \(parent.entryBelow ?? "")")
         }
         // A hard link to what neither the layer (before it) nor ROOT holds would fail half-way.
         for (target, shown) in linkTargetsToCheck {
-            try checkLinkTargetInRoot(
-                target, layerDirectories: directories, removed: removed, cleared: cleared, entry: shown)
+            try checkLinkTargetInRoot(target, entry: shown)
         }
         // 2. Whiteouts and opaque markers, on the lower content only.
         for path in whiteouts {
@@ -226,7 +212,7 @@ public final class LayerApplier {
                 throw DiffError(path: display(path), "cannot examine", error)
             }
             guard exists else { continue }
-            try touch(path.parent, parent)
+            try touch(tree.node(path.parent), parent)
             do {
                 try FileMaker.remove(name, in: parent)
             } catch {
@@ -235,7 +221,7 @@ public final class LayerApplier {
         }
         for path in opaques {
             guard let directory = try existingDirectory(path, for: path) else { continue }
-            try touch(path, directory)
+            try touch(tree.node(path), directory)
             do {
                 try FileMaker.removeContents(of: directory)
             } catch {
@@ -247,15 +233,8 @@ public final class LayerApplier {
             guard case .entry = entry.role else { return }
             try place(entry, content)
         }
-        // 4. Directory mtimes (and without root, permissions) last, the deepest first: a
-        // directory's own permissions may keep its owner out of it.
-        var finals = touched
-        for (path, time) in directoryTimes { finals[path] = time }
-        let order = Set(finals.keys).union(directoryModes.keys).sorted {
-            $0.components.count != $1.components.count
-                ? $0.components.count > $1.components.count : $0.description < $1.description
-        }
-        for path in order { try finish(path, time: finals[path], permissions: directoryModes[path]) }
+        // 4. Directory mtimes (and without root, permissions) last.
+        try finishDirectories()
     }
 
     private func place(_ entry: LayerEntry, _ content: ((SparseWriter) throws(DiffError) -> Void)?) throws(DiffError) {
@@ -263,12 +242,12 @@ public final class LayerApplier {
             try attempt(entry.path, "cannot set attributes") { () throws(Errno) in
                 try FileMaker.apply(entry.metadata, to: root, setTime: false, ownerAccess: true)
             }
-            directoryTimes.append((.root, entry.metadata.modificationTime))
-            if !FileMaker.privileged { directoryModes[.root] = entry.metadata.permissions }
+            finish(tree.root, entry.metadata)
             return
         }
         guard let name = entry.path.lastName else { return }
-        let parent = try parentDirectory(entry.path.parent, for: entry)
+        let (parentNode, parent) = try parentDirectory(entry.path.parent, for: entry)
+        let node = parentNode.child(name)
         let existing: FileStatus?
         do {
             existing = try parent.statusIfPresent(of: name)
@@ -276,26 +255,24 @@ public final class LayerApplier {
             throw DiffError(path: display(entry.path), "cannot examine", error)
         }
         if let existing, existing.type == .directory, entry.kind == .directory {
-            let directory: FileDescriptor
             do {
                 _ = FileMaker.openUp(name, in: parent)
-                directory = try parent.open(name, flags: O_RDONLY | O_DIRECTORY)
+                let directory = try parent.open(name, flags: O_RDONLY | O_DIRECTORY)
                 try FileMaker.apply(entry.metadata, to: directory, setTime: false, ownerAccess: true)
             } catch {
                 throw DiffError(path: display(entry.path), "cannot set attributes", error)
             }
-            directoryTimes.append((entry.path, entry.metadata.modificationTime))
-            if !FileMaker.privileged { directoryModes[entry.path] = entry.metadata.permissions }
-            if cachedParent?.path == entry.path { cachedParent = nil }
+            finish(node, entry.metadata)
             return
         }
-        try touch(entry.path.parent, parent)
+        try touch(parentNode, parent)
         if existing != nil {
             try attempt(entry.path, "cannot remove the existing entry") { () throws(Errno) in
                 try FileMaker.remove(name, in: parent)
             }
-            if let cached = cachedParent, cached.path.components.starts(with: entry.path.components) {
-                cachedParent = nil
+            // The open directories below it are gone.
+            if openChain.count > node.depth - 1 && openChain[node.depth - 1].node === node {
+                openChain.removeSubrange((node.depth - 1)...)
             }
         }
         switch entry.kind {
@@ -323,72 +300,80 @@ public final class LayerApplier {
             try attempt(entry.path, "cannot create") { () throws(Errno) in
                 try FileMaker.make(name, in: parent, entry.metadata, ownerAccess: true)
             }
-            if entry.kind == .directory {
-                directoryTimes.append((entry.path, entry.metadata.modificationTime))
-                if !FileMaker.privileged { directoryModes[entry.path] = entry.metadata.permissions }
-            }
+            if entry.kind == .directory { finish(node, entry.metadata) }
         }
+    }
+
+    /// Notes the mtime (and without root, the permissions) the layer gives the directory `node`,
+    /// set at the end.
+    private func finish(_ node: LayerTree.Node, _ metadata: EntryMetadata) {
+        node.time = metadata.modificationTime
+        if !FileMaker.privileged { node.permissions = metadata.permissions }
+        node.markPending()
     }
 
     /// The directory at `path` in ROOT, walked one component at a time without following a
     /// symlink; missing components are created (0755), as appliers do for parents a layer
-    /// leaves out.
-    private func parentDirectory(_ path: RelativePath, for entry: LayerEntry) throws(DiffError) -> FileDescriptor {
-        if path.isRoot { return root }
-        if let cached = cachedParent, cached.path == path { return cached.directory }
-        var current = root
-        var walked = RelativePath.root
-        for component in path.components {
-            let next = walked.appending(component)
+    /// leaves out. The directories last walked stay open (`openChain`): a layer lists a
+    /// directory's entries together, so the walk usually starts where the last one ended.
+    private func parentDirectory(_ path: RelativePath, for entry: LayerEntry) throws(DiffError)
+        -> (LayerTree.Node, FileDescriptor)
+    {
+        var kept = 0
+        while kept < openChain.count && kept < path.components.count
+            && openChain[kept].node.name == path.components[kept]
+        {
+            kept += 1
+        }
+        openChain.removeSubrange(kept...)
+        var node = openChain.last?.node ?? tree.root
+        var current = openChain.last?.directory ?? root
+        for component in path.components[kept...] {
+            let next = node.child(component)
             do {
-                current = try openEntering(component, in: current, at: next)
+                current = try openEntering(next, in: current)
             } catch .noEntry {
-                try touch(walked, current)
+                try touch(node, current)
                 do {
                     _ = try component.withCString { (cName) throws(Errno) in
                         try valueOrErrno { mkdirat(current.rawValue, cName, 0o755) }
                     }
                     current = try current.open(component, flags: O_RDONLY | O_DIRECTORY)
                 } catch {
-                    throw DiffError(path: display(next), "cannot create the parent directory", error)
+                    throw DiffError(path: display(next.path), "cannot create the parent directory", error)
                 }
             } catch .tooManySymlinks {
                 throw DiffError(
                     path: entry.display,
-                    reason: "refused: '\(next)' in \(rootPath) is a symlink (nothing is written through symlinks)")
+                    reason: "refused: '\(next.path)' in \(rootPath) is a symlink (nothing is written through symlinks)")
             } catch .notDirectory {
                 let isLink = (try? current.status(of: component))?.type == .symlink
                 throw DiffError(
                     path: entry.display,
                     reason: isLink
-                        ? "refused: '\(next)' in \(rootPath) is a symlink (nothing is written through symlinks)"
-                        : "refused: '\(next)' in \(rootPath) is not a directory")
+                        ? "refused: '\(next.path)' in \(rootPath) is a symlink (nothing is written through symlinks)"
+                        : "refused: '\(next.path)' in \(rootPath) is not a directory")
             } catch {
-                throw DiffError(path: display(next), "cannot open", error)
+                throw DiffError(path: display(next.path), "cannot open", error)
             }
-            walked = next
+            openChain.append((next, current))
+            node = next
         }
-        cachedParent = (path, current)
-        return current
+        return (node, current)
     }
 
-    /// The existing directory at `path` in ROOT, or nil when a component is missing or not a
-    /// directory. A symlink on the way is refused.
     /// Refuses `parent` (of an entry the layer holds) when a component of it is a non-directory
     /// in ROOT that stays: not whited out, not below an opaque directory of the layer, not
     /// created as a directory by the layer.
     ///
     /// - Throws: ``DiffError`` naming `entry`.
-    private func checkParentInRoot(
-        _ parent: RelativePath, layerDirectories: Set<RelativePath>, removed: Set<RelativePath>,
-        cleared: Set<RelativePath>, entry: String
-    ) throws(DiffError) {
+    private func checkParentInRoot(_ parent: LayerTree.Node, entry: String) throws(DiffError) {
         var directory = root
-        var prefix = RelativePath.root
-        for name in parent.components {
-            let next = prefix.appending(name)
+        var prefix = tree.root
+        for next in parent.ancestors + [parent] {
+            guard let name = next.name else { return }
             // The layer removes or replaces what ROOT holds here: nothing below needs checking.
-            if removed.contains(next) || cleared.contains(prefix) || layerDirectories.contains(next) { return }
+            if next.removed || prefix.cleared || next.kind == .directory { return }
             let status: FileStatus?
             do {
                 status = try directory.statusIfPresent(of: name)
@@ -399,12 +384,13 @@ public final class LayerApplier {
             if status.type == .symlink {
                 throw DiffError(
                     path: entry,
-                    reason: "refused: the path goes through '\(next)', a symlink in \(rootPath) (nothing is changed "
+                    reason:
+                        "refused: the path goes through '\(next.path)', a symlink in \(rootPath) (nothing is changed "
                         + "through symlinks)")
             }
             guard status.type == .directory else {
                 throw DiffError(
-                    path: entry, reason: "refused: '\(next)' in \(rootPath) is a \(status.type), not a directory")
+                    path: entry, reason: "refused: '\(next.path)' in \(rootPath) is a \(status.type), not a directory")
             }
             guard let opened = try? directory.open(name, flags: O_RDONLY | O_DIRECTORY) else { return }
             directory = opened
@@ -416,20 +402,16 @@ public final class LayerApplier {
     /// non-directory in ROOT once the layer's whiteouts and opaque markers have removed theirs.
     ///
     /// - Throws: ``DiffError`` naming `entry`.
-    private func checkLinkTargetInRoot(
-        _ target: RelativePath, layerDirectories: Set<RelativePath>, removed: Set<RelativePath>,
-        cleared: Set<RelativePath>, entry: String
-    ) throws(DiffError) {
+    private func checkLinkTargetInRoot(_ target: RelativePath, entry: String) throws(DiffError) {
         func refuse(_ why: String) -> DiffError {
             DiffError(path: entry, reason: "refused: hard link target '\(target)' \(why)")
         }
         guard let name = target.lastName else { throw refuse("is the root") }
-        if layerDirectories.contains(target) { throw refuse("is a directory") }
-        for length in 1...target.components.count {
-            let prefix = RelativePath(components: Array(target.components.prefix(length)))
-            if removed.contains(prefix) || cleared.contains(prefix.parent) {
-                throw refuse("is removed by the layer before it is linked")
-            }
+        let walked = tree.existingNodes(target)
+        if walked.count == target.components.count, walked.last?.kind == .directory { throw refuse("is a directory") }
+        // Whited out (itself or a parent), or below a directory an opaque marker empties.
+        if walked.contains(where: \.removed) || tree.root.cleared || walked.contains(where: \.cleared) {
+            throw refuse("is removed by the layer before it is linked")
         }
         let status: FileStatus?
         do {
@@ -441,6 +423,8 @@ public final class LayerApplier {
         if status.type == .directory { throw refuse("is a directory in \(rootPath)") }
     }
 
+    /// The existing directory at `path` in ROOT, or nil when a component is missing or not a
+    /// directory. A symlink on the way is refused.
     private func existingDirectory(_ path: RelativePath, for subject: RelativePath) throws(DiffError) -> FileDescriptor?
     {
         if path.isRoot { return root }
@@ -461,46 +445,78 @@ public final class LayerApplier {
         }
     }
 
-    /// Opens directory `name` of `parent` (at `path`). Without root, one of ROOT's directories
-    /// its owner cannot enter or change is opened up first, and given its permissions back at
-    /// the end.
-    private func openEntering(_ name: FileName, in parent: FileDescriptor, at path: RelativePath) throws(Errno)
-        -> FileDescriptor
-    {
-        if let before = FileMaker.openUp(name, in: parent), directoryModes[path] == nil {
-            directoryModes[path] = before
+    /// Opens the directory of `node` in `parent`. Without root, one of ROOT's directories its
+    /// owner cannot enter or change is opened up first, and given its permissions back at the
+    /// end.
+    private func openEntering(_ node: LayerTree.Node, in parent: FileDescriptor) throws(Errno) -> FileDescriptor {
+        guard let name = node.name else { return root }
+        if let before = FileMaker.openUp(name, in: parent), node.permissionsBefore == nil {
+            node.permissionsBefore = before
+            node.markPending()
         }
         return try parent.open(name, flags: O_RDONLY | O_DIRECTORY)
     }
 
     /// Remembers a directory's mtime before the first change in it. Without root, opens up a
     /// directory its owner cannot change (its permissions are restored at the end).
-    private func touch(_ path: RelativePath, _ directory: FileDescriptor) throws(DiffError) {
-        guard touched[path] == nil else { return }
+    private func touch(_ node: LayerTree.Node, _ directory: FileDescriptor) throws(DiffError) {
+        guard node.timeBefore == nil else { return }
         do {
             let status = try directory.status()
-            touched[path] = status.modificationTime
+            node.timeBefore = status.modificationTime
+            node.markPending()
             if !FileMaker.privileged && status.permissions & 0o700 != 0o700 && status.userID == geteuid() {
                 try FileMaker.setPermissions(of: directory, status.permissions | 0o700)
-                if directoryModes[path] == nil { directoryModes[path] = status.permissions }
+                if node.permissionsBefore == nil { node.permissionsBefore = status.permissions }
             }
         } catch {
-            throw DiffError(path: display(path), "cannot examine", error)
+            throw DiffError(path: display(node.path), "cannot examine", error)
         }
     }
 
-    /// Gives the directory at `path` its final mtime and (without root) permissions.
-    private func finish(_ path: RelativePath, time: Timestamp?, permissions: UInt32?) throws(DiffError) {
-        do {
-            let directory = path.isRoot ? root : try root.open(beneath: path, flags: O_RDONLY | O_DIRECTORY)
-            if let time { try FileMaker.setTimes(of: directory, time) }
-            if let permissions { try FileMaker.setPermissions(of: directory, permissions) }
-        } catch .noEntry {
-            return
-        } catch .notDirectory {
-            return
-        } catch {
-            throw DiffError(path: display(path), "cannot set the modification time", error)
+    /// Gives every directory noted in `tree` its mtime (the layer's, or the one it had before
+    /// the apply changed it) and, without root, its permissions: children before their parents
+    /// (a directory's own permissions may keep its owner out), each opened from its parent.
+    /// One that is gone or no longer a directory is skipped.
+    private func finishDirectories() throws(DiffError) {
+        struct Frame {
+            let node: LayerTree.Node
+            let directory: FileDescriptor
+            let children: [LayerTree.Node]
+            var next = 0
+        }
+        guard tree.root.pending else { return }
+        var stack = [Frame(node: tree.root, directory: root, children: tree.root.pendingChildren)]
+        while var frame = stack.popLast() {
+            if frame.next < frame.children.count {
+                let child = frame.children[frame.next]
+                frame.next += 1
+                stack.append(frame)
+                guard let name = child.name else { continue }
+                let directory: FileDescriptor
+                do {
+                    directory = try frame.directory.open(name, flags: O_RDONLY | O_DIRECTORY)
+                } catch .noEntry {
+                    continue
+                } catch .notDirectory {
+                    continue
+                } catch .tooManySymlinks {
+                    continue
+                } catch {
+                    throw DiffError(path: display(child.path), "cannot set the modification time", error)
+                }
+                stack.append(Frame(node: child, directory: directory, children: child.pendingChildren))
+                continue
+            }
+            let node = frame.node
+            do {
+                if let time = node.time ?? node.timeBefore { try FileMaker.setTimes(of: frame.directory, time) }
+                if let permissions = node.permissions ?? node.permissionsBefore {
+                    try FileMaker.setPermissions(of: frame.directory, permissions)
+                }
+            } catch {
+                throw DiffError(path: display(node.path), "cannot set the modification time", error)
+            }
         }
     }
 
