@@ -136,6 +136,34 @@ struct LayerOutputTests {
         }
     }
 
+    @Test("times before 1970 keep their fraction, written and read as GNU tar, Python and Go do")
+    func fractionalTimesBefore1970() throws {
+        let temp = TemporaryDirectory()
+        let (_, _, path) = try Self.layer(
+            [
+                .file("old", "o"), .times("old", seconds: -302_486_400, nanoseconds: 500_000_000),
+                .file("older", "o"), .times("older", seconds: -5, nanoseconds: 250_000_000),
+            ], in: temp)
+        // Python reads the PAX records as written.
+        let python = shell(
+            "python3 -c 'import sys, tarfile; print(*[m.pax_headers.get(\"mtime\") for m in tarfile.open(sys.argv[1]) if m.name.startswith(\"old\")])' "
+                + shellQuote(path))
+        #expect(python.out == "-302486399.5 -4.75\n", "\(python.out)\(python.err)")
+        copyTree(temp.url("a"), temp.url("result"))
+        try LayerApplier(root: temp.url("result")).apply(layer: path)
+        #expect(try TreeSnapshot(temp.url("b")).differences(to: TreeSnapshot(temp.url("result"))) == [])
+        // A layer written by Python (or Go, or GNU tar) applies with its times.
+        let written = temp.url("python.tar")
+        let made = shell(
+            "python3 -c 'import io, sys, tarfile; t = tarfile.open(sys.argv[1], \"w\", format=tarfile.PAX_FORMAT); "
+                + "i = tarfile.TarInfo(\"f\"); i.mtime = -4.75; t.addfile(i); t.close()' " + shellQuote(written))
+        #expect(made.status == 0, "\(made.err)")
+        try LayerApplier(root: temp.url("result")).apply(layer: written)
+        var status = stat()
+        #expect(lstat(temp.url("result/f"), &status) == 0)
+        #expect(status.st_mtim.tv_sec == -5 && status.st_mtim.tv_nsec == 250_000_000, "\(status.st_mtim)")
+    }
+
     @Test("a name starting with .wh. is refused, naming the path, and no layer is left")
     func unrepresentable() throws {
         let temp = TemporaryDirectory()

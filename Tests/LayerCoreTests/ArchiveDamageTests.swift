@@ -102,7 +102,8 @@ struct ArchiveDamageTests {
 @Suite("PAX times before 1970", .tags(.small))
 struct ArchiveNegativeTimeTests {
     /// libarchive would write -0.25 s as "mtime=-1.75"; the writer stores the whole second
-    /// before instead, which GNU tar and Python read alike.
+    /// before instead, which GNU tar and Python read alike. (Earlier times keep their fraction:
+    /// see DiffEngineTests' "times before 1970 keep their fraction".)
     @Test func fractionalTimesBefore1970AreStoredAtTheWholeSecond() throws {
         let temp = TemporaryDirectory()
         let path = temp.url("neg.tar")

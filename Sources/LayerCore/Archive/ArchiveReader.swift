@@ -182,12 +182,19 @@ public final class ArchiveReader {
             attributes.sort()
         }
         let size = kind == .regular ? max(0, Int64(archive_entry_size(header))) : 0
+        // libarchive reads a PAX time "-4.75" as -4 s and 0.75 s (see ArchiveWriter): it is
+        // -5 s and 0.25 s, as GNU tar, Python and Go (and the writer here) mean it.
+        var seconds = Int64(archive_entry_mtime(header))
+        var nanoseconds = Int64(archive_entry_mtime_nsec(header))
+        if seconds < 0 && nanoseconds > 0 {
+            seconds -= 1
+            nanoseconds = 1_000_000_000 - nanoseconds
+        }
         return ArchiveEntry(
             path: path, kind: kind, permissions: UInt32(archive_entry_perm(header)) & 0o7777,
             userID: UInt32(truncatingIfNeeded: archive_entry_uid(header)),
             groupID: UInt32(truncatingIfNeeded: archive_entry_gid(header)), size: size,
-            modificationTime: Timestamp(
-                seconds: Int64(archive_entry_mtime(header)), nanoseconds: Int64(archive_entry_mtime_nsec(header))),
+            modificationTime: Timestamp(seconds: seconds, nanoseconds: nanoseconds),
             linkTarget: linkTarget, deviceMajor: UInt32(truncatingIfNeeded: archive_entry_rdevmajor(header)),
             deviceMinor: UInt32(truncatingIfNeeded: archive_entry_rdevminor(header)), extendedAttributes: attributes)
     }

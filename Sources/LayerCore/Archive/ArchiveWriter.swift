@@ -108,12 +108,22 @@ public final class ArchiveWriter {
         archive_entry_set_perm(header, mode_t(entry.permissions & 0o7777))
         archive_entry_set_uid(header, Int64(entry.userID))
         archive_entry_set_gid(header, Int64(entry.groupID))
-        // libarchive writes a time before 1970 with a fraction wrongly in PAX (-0.25 s, stored as
-        // seconds -1 + 0.75, becomes "mtime=-1.75", which GNU tar, Python and Go read as -1.75):
-        // such a time is stored at the whole second before it, which every reader agrees on.
+        // libarchive writes a PAX time as the seconds, a dot and the fraction, which before 1970
+        // is wrong: -4.75 s (seconds -5 + 0.75 s) would become "mtime=-5.75", which GNU tar,
+        // Python and Go read as written. Handing it -4 and 0.75 writes "-4.75". Within the
+        // second before 1970 ("-0.25") no such pair exists: that time is stored at -1 s.
         let time = entry.modificationTime
-        let nanoseconds = time.seconds < 0 ? 0 : Int(time.nanoseconds)
-        archive_entry_set_mtime(header, time_t(time.seconds), nanoseconds)
+        var seconds = time.seconds
+        var nanoseconds = Int(time.nanoseconds)
+        if seconds < 0 && nanoseconds > 0 {
+            if seconds == -1 {
+                nanoseconds = 0
+            } else {
+                seconds += 1
+                nanoseconds = 1_000_000_000 - nanoseconds
+            }
+        }
+        archive_entry_set_mtime(header, time_t(seconds), nanoseconds)
         switch entry.kind {
         case .regular: archive_entry_set_size(header, entry.size)
         case .hardLink:
