@@ -118,6 +118,12 @@ final class Emitter {
         summary.layerEntries += 1
     }
 
+    /// Whether libarchive stores an xattr name as it is in a tarball: it URL-encodes bytes below
+    /// `!` or above `~`, `%` and `=`, and no reader decodes them.
+    static func isStorableInTar(attributeName name: [UInt8]) -> Bool {
+        !name.contains { $0 < 0x21 || $0 > 0x7E || $0 == 0x25 || $0 == 0x3D }
+    }
+
     /// Why the layer cannot hold `item` at `path`, or nil.
     private func problem(_ path: RelativePath, _ item: LayerItem) -> String? {
         guard let format, let name = path.lastName else { return nil }
@@ -125,6 +131,13 @@ final class Emitter {
         case .entry(let entry):
             if entry.type == .socket || entry.type == .unknown {
                 return "a \(entry.type) cannot be stored in a layer"
+            }
+            if sink?.storesAnyAttributeName == false,
+                let attribute = entry.attributes.first(where: { !Self.isStorableInTar(attributeName: $0.name) })
+            {
+                return "cannot be stored in a layer tarball: its xattr '\(escapeForDisplay(attribute.name))' has a "
+                    + "space, '%', '=', a control or a non-ASCII byte in its name, which libarchive writes "
+                    + "URL-encoded (readers would restore another name)"
             }
             switch format {
             case .oci:

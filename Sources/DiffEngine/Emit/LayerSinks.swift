@@ -18,6 +18,12 @@ protocol LayerSink: AnyObject {
     func write(_ path: RelativePath, _ item: LayerWrite) throws(DiffError)
     /// Completes the layer.
     func finish() throws(DiffError)
+    /// Whether any xattr name is stored as it is (see ``TarLayerSink``).
+    var storesAnyAttributeName: Bool { get }
+}
+
+extension LayerSink {
+    var storesAnyAttributeName: Bool { true }
 }
 
 /// Reads the content of a queued B regular file for a layer writer: reopens its directory from
@@ -81,6 +87,12 @@ final class ContentReader {
 
 /// Writes the changeset as an OCI layer tarball through LayerCore's ``ArchiveWriter``.
 final class TarLayerSink: LayerSink {
+    /// libarchive writes an xattr name with a byte outside `!`...`~`, `%` or `=` URL-encoded in
+    /// its `SCHILY.xattr.` record (`user.a b` as `user.a%20b`), which every reader, libarchive
+    /// included, takes as the name: such a file cannot be stored (see
+    /// ``Emitter/isStorableInTar(attributeName:)``).
+    var storesAnyAttributeName: Bool { false }
+
     private let writer: ArchiveWriter
     private let clamp: Int64?
     private let content: ContentReader
