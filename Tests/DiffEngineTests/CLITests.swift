@@ -93,6 +93,19 @@ struct CLITests {
         #expect(FileManager.default.contents(atPath: temp.url("root/b")) == Data("b".utf8))
     }
 
+    @Test("apply refuses a layer on a pipe before its whiteouts change ROOT")
+    func pipedLayersAreRefused() {
+        let temp = TemporaryDirectory()
+        LayerBuilder.apply([.file("a/gone", "g"), .dir("b"), .file("root/gone", "g")], in: temp.path)
+        let layer = temp.url("layer.tar")
+        #expect(run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", layer, "-q"]).status == 1)
+        let result = shell(
+            "cat \(shellQuote(layer)) | \(shellQuote(Self.layerdiff)) apply /dev/stdin \(shellQuote(temp.url("root")))")
+        #expect(result.status == 2)
+        #expect(result.err.contains("/dev/stdin: cannot apply a layer from a pipe"), "\(result.err)")
+        #expect(FileManager.default.fileExists(atPath: temp.url("root/gone")), "the whiteout was applied")
+    }
+
     @Test("apply refuses entries after an end-of-archive block (a zeroed header, an appended tar)")
     func entriesAfterTheEndAreRefused() {
         let temp = TemporaryDirectory()

@@ -53,11 +53,6 @@ struct TarLayerSource: LayerSource {
     /// The tarball.
     let path: String
     private let file: FileDescriptor
-    private let passes = PassCount()
-
-    private final class PassCount {
-        var count = 0
-    }
 
     /// Opens the tarball at `path`.
     ///
@@ -69,6 +64,14 @@ struct TarLayerSource: LayerSource {
         } catch {
             throw DiffError(PathError(path: path, errno: error, what: "layer"))
         }
+        // The layer is read twice (checked, then applied): a pipe would fail at the second
+        // pass, after the whiteouts have changed ROOT.
+        if lseek(file.rawValue, 0, SEEK_CUR) < 0 {
+            throw DiffError(
+                path: path,
+                reason: "cannot apply a layer from a pipe: it is read twice (checked, then applied); "
+                    + "save it to a file first", errno: .current)
+        }
     }
 
     func forEach(
@@ -77,12 +80,9 @@ struct TarLayerSource: LayerSource {
         let fd = file
         do {
             _ = try fd.seek(to: 0, whence: SEEK_SET)
-        } catch .illegalSeek where passes.count == 0 {
-            // A pipe can be read once; a second pass then fails below.
         } catch {
             throw DiffError(path: path, "cannot read the layer again from its start", error)
         }
-        passes.count += 1
         let reader: ArchiveReader
         do {
             reader = try ArchiveReader(input: fd)
