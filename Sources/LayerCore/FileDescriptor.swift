@@ -71,6 +71,10 @@ public final class FileDescriptor: Sendable {
             RelativePath(components: runs[runs.count - 1]), flags: flags, mode: mode)
     }
 
+    /// `O_PATH`, which Glibc's module does not export: a descriptor that locates a file (to
+    /// open or stat below it) without the permission to read it.
+    public static let pathOnly: CInt = CLS_O_PATH
+
     /// Paths at least this long are resolved in runs (below `PATH_MAX`, 4096, with room).
     static let longPathThreshold = 3_072
 

@@ -198,6 +198,36 @@ struct CLITests {
         _ = shell("chmod -R u+rwx \(shellQuote(temp.path))")
     }
 
+    @Test(
+        "without root, a whiteout below a directory its owner can only search is applied", .enabled(if: runningAsRoot))
+    func searchOnlyParentWithoutRoot() throws {
+        let temp = TemporaryDirectory()
+        chmod(temp.path, 0o755)
+        // Only the whiteout of x/sub/f: x/sub keeps its mtime, so x is only walked through.
+        LayerBuilder.apply(
+            [.file("a/x/sub/f", "f"), .dir("b/x/sub"), .file("root/x/sub/f", "f")]
+                + ["a", "b", "root"].flatMap { side -> [LayerStep] in
+                    [.times("\(side)/x/sub", seconds: 1_000_000), .times("\(side)/x", seconds: 2_000_000)]
+                }, in: temp.path)
+        #expect(run(Self.layerdiff, [temp.url("a"), temp.url("b"), "-o", temp.url("l.tar"), "-q"]).status == 1)
+        #expect(
+            shell(
+                "chown -R 65534:65534 \(shellQuote(temp.url("root"))) && chmod 0100 \(shellQuote(temp.url("root/x")))"
+            ).status == 0)
+        let result = run(
+            "/usr/bin/setpriv",
+            [
+                "--reuid=65534", "--regid=65534", "--clear-groups", Self.layerdiff, "apply", temp.url("l.tar"),
+                temp.url("root"),
+            ])
+        #expect(result.status == 0, "\(result.err)")
+        var status = Glibc.stat()
+        #expect(lstat(temp.url("root/x"), &status) == 0 && status.st_mode & 0o7777 == 0o100)
+        #expect(lstat(temp.url("root/x/sub"), &status) == 0 && status.st_mtim.tv_sec == 1_000_000)
+        #expect(access(temp.url("root/x/sub/f"), F_OK) != 0)
+        chmod(temp.url("root/x"), 0o755)
+    }
+
     @Test("apply refuses a layer directory that is ROOT, inside ROOT, or holds ROOT")
     func overlappingLayerAndRootAreRefused() {
         let temp = TemporaryDirectory()

@@ -476,11 +476,13 @@ public final class LayerApplier {
 
     /// Gives every directory noted in `tree` its mtime (the layer's, or the one it had before
     /// the apply changed it) and, without root, its permissions: children before their parents
-    /// (a directory's own permissions may keep its owner out), each opened from its parent.
-    /// One that is gone or no longer a directory is skipped.
+    /// (a directory's own permissions may keep its owner out), each found from its parent (with
+    /// `O_PATH` on the way, which needs no read permission). One that is gone or no longer a
+    /// directory is skipped.
     private func finishDirectories() throws(DiffError) {
         struct Frame {
             let node: LayerTree.Node
+            /// `O_PATH` (the root: ROOT's descriptor).
             let directory: FileDescriptor
             let children: [LayerTree.Node]
             var next = 0
@@ -492,31 +494,45 @@ public final class LayerApplier {
                 let child = frame.children[frame.next]
                 frame.next += 1
                 stack.append(frame)
-                guard let name = child.name else { continue }
-                let directory: FileDescriptor
-                do {
-                    directory = try frame.directory.open(name, flags: O_RDONLY | O_DIRECTORY)
-                } catch .noEntry {
-                    continue
-                } catch .notDirectory {
-                    continue
-                } catch .tooManySymlinks {
-                    continue
-                } catch {
-                    throw DiffError(path: display(child.path), "cannot set the modification time", error)
-                }
-                stack.append(Frame(node: child, directory: directory, children: child.pendingChildren))
+                guard let name = child.name,
+                    let found = try openSkippingGone(name, in: frame.directory, child, FileDescriptor.pathOnly)
+                else { continue }
+                stack.append(Frame(node: child, directory: found, children: child.pendingChildren))
                 continue
             }
             let node = frame.node
+            let time = node.time ?? node.timeBefore
+            let permissions = node.permissions ?? node.permissionsBefore
+            guard time != nil || permissions != nil else { continue }
+            var directory = root
+            if let name = node.name, let parent = stack.last {
+                guard let opened = try openSkippingGone(name, in: parent.directory, node, O_RDONLY) else { continue }
+                directory = opened
+            }
             do {
-                if let time = node.time ?? node.timeBefore { try FileMaker.setTimes(of: frame.directory, time) }
-                if let permissions = node.permissions ?? node.permissionsBefore {
-                    try FileMaker.setPermissions(of: frame.directory, permissions)
-                }
+                if let time { try FileMaker.setTimes(of: directory, time) }
+                if let permissions { try FileMaker.setPermissions(of: directory, permissions) }
             } catch {
                 throw DiffError(path: display(node.path), "cannot set the modification time", error)
             }
+        }
+    }
+
+    /// Directory `name` of `parent` opened with `flags`; nil when it is gone or no longer a
+    /// directory (a symlink included).
+    private func openSkippingGone(_ name: FileName, in parent: FileDescriptor, _ node: LayerTree.Node, _ flags: CInt)
+        throws(DiffError) -> FileDescriptor?
+    {
+        do {
+            return try parent.open(name, flags: flags | O_DIRECTORY)
+        } catch .noEntry {
+            return nil
+        } catch .notDirectory {
+            return nil
+        } catch .tooManySymlinks {
+            return nil
+        } catch {
+            throw DiffError(path: display(node.path), "cannot set the modification time", error)
         }
     }
 
