@@ -117,6 +117,39 @@ struct InspectCLITests {
             FileManager.default.contents(atPath: temp.url("notes.txt")) == Data("just text, not a tar archive\n".utf8))
     }
 
+    /// `crane pull`, `ko`, Jib and kaniko (go-containerregistry's tarball format) write an image
+    /// archive with flat blob names: `sha256:<hex>` or `config.json` for the config, `<hex>.tar.gz`
+    /// for each layer, and `manifest.json`; no `blobs/` and no `*/layer.tar`.
+    @Test func flatImageArchivesAreRefused() throws {
+        let temp = TemporaryDirectory()
+        let layers = Self.stack(temp)
+        let hex = String(repeating: "5e", count: 32)
+        let layouts: [(String, [String])] = [
+            ("crane", ["manifest.json", "sha256:\(hex)", "\(String(repeating: "a1", count: 32)).tar.gz"]),
+            ("jib", ["config.json", "manifest.json", "\(hex).tar.gz"]),
+            ("archive", ["manifest.json", "repositories", "\(hex).json", "\(hex).tar"]),
+        ]
+        for (name, files) in layouts {
+            LayerBuilder.apply(files.map { .file("\(name)/\($0)", "{}") }, in: temp.path)
+            _ = shell("tar -C \(shellQuote(temp.url(name))) -cf \(shellQuote(temp.url("\(name).tar"))) .")
+            for sub in [["inspect"], ["ls"], ["flatten", "--to", temp.url("out")]] {
+                let result = layermount(sub + [layers[0], temp.url("\(name).tar")])
+                #expect(result.status == 1, "\(name) \(sub): \(result.out)")
+                #expect(
+                    result.err.hasPrefix("Error: \(temp.url("\(name).tar")): not a layer: this is an image archive"),
+                    "\(name) \(sub): \(result.err)")
+            }
+        }
+        // A layer holding a manifest.json and ordinary files at its root is still a layer.
+        LayerBuilder.apply(
+            [.file("rootfs/manifest.json", "{}"), .file("rootfs/app.tar.gz", "x"), .file("rootfs/\(hex)x", "y")],
+            in: temp.path)
+        _ = shell("tar -C \(shellQuote(temp.url("rootfs"))) -cf \(shellQuote(temp.url("rootfs.tar"))) .")
+        let listed = layermount(["ls", temp.url("rootfs.tar")])
+        #expect(listed.status == 0, "\(listed.err)")
+        #expect(listed.out.contains("L1  manifest.json\n"), "\(listed.out)")
+    }
+
     @Test func unreadableEntriesAreNamed() throws {
         guard getuid() == 0 else { return }  // needs another user to lose access
         let temp = TemporaryDirectory()
