@@ -408,11 +408,25 @@ private struct SkeletonBuilder {
     /// directories when `creating`, otherwise they fail with `ENOENT`.
     private mutating func openParent(of path: RelativePath, creating: Bool) throws(PathError) -> FileDescriptor {
         let parentPath = path.parent
-        if let cachedParent, cachedParent.path == parentPath { return cachedParent.directory }
+        let components = parentPath.components
         var directory = root
-        var current = RelativePath.root
-        for name in parentPath.components {
-            current = current.appending(name)
+        var start = 0
+        if let cachedParent {
+            if cachedParent.path == parentPath { return cachedParent.directory }
+            // A directory below the last parent (as in a tarball listing a directory, then its
+            // subdirectory, ...) goes on from there: from the root, entries nested n deep cost n²
+            // lookups.
+            let cached = cachedParent.path.components
+            if cached.count < components.count && components.starts(with: cached) {
+                directory = cachedParent.directory
+                start = cached.count
+            }
+        }
+        for index in start..<components.count {
+            let name = components[index]
+            // The path so far, built only when needed: building it at every step made an entry's
+            // cost grow with the square of its depth.
+            var current: RelativePath { RelativePath(components: Array(components[...index])) }
             do {
                 if let status = try directory.statusIfPresent(of: name) {
                     guard status.type == .directory else {
