@@ -65,20 +65,54 @@ func removeEntry(_ name: FileName, in parent: FileDescriptor) {
 }
 
 /// Removes everything inside the open directory `directory`.
+///
+/// Iterative and with one directory open at a time: a skeleton nests directories as deep as its
+/// tarball's paths (thousands of levels), and a recursion holding a descriptor per level
+/// overflowed the stack or ran out of descriptors, leaving the scratch directory behind. It goes
+/// back up through `..`, checking that it arrives where it came from.
 func removeContents(of directory: FileDescriptor) {
-    guard let reader = try? directory.open(FileName(unchecked: [0x2E]), flags: O_RDONLY | O_DIRECTORY),
-        let entries = try? DirectoryReader.entries(of: reader)
-    else { return }
-    for entry in entries {
-        _ = try? entry.name.withCString { (name) throws(Errno) -> CInt in
-            if entry.type == .directory || entry.type == nil {
-                if let child = try? directory.open(entry.name, flags: O_RDONLY | O_DIRECTORY) {
-                    chmodIfNeeded(child)
-                    removeContents(of: child)
-                    return unlinkat(directory.rawValue, name, AT_REMOVEDIR)
-                }
+    /// A directory being emptied: its entries, the next one to remove, its identity, and its
+    /// name in the level below (to remove it once empty; nil for `directory` itself).
+    struct Level {
+        var entries: [DirectoryEntry]
+        var next = 0
+        var identity: FileIdentity?
+        var name: FileName?
+    }
+    let dot = FileName(unchecked: [0x2E])
+    func listing(_ directory: FileDescriptor) -> [DirectoryEntry] {
+        guard let reader = try? directory.open(dot, flags: O_RDONLY | O_DIRECTORY),
+            let entries = try? DirectoryReader.entries(of: reader)
+        else { return [] }
+        return entries
+    }
+    guard var current = try? directory.open(dot, flags: O_RDONLY | O_DIRECTORY) else { return }
+    var levels = [Level(entries: listing(current), identity: try? current.status().identity)]
+    while let level = levels.last {
+        guard level.next < level.entries.count else {
+            levels.removeLast()
+            guard let name = level.name, let below = levels.last,
+                let parent = try? current.open(FileName(unchecked: [0x2E, 0x2E]), flags: O_RDONLY | O_DIRECTORY),
+                (try? parent.status().identity) == below.identity
+            else { return }
+            current = parent
+            _ = try? name.withCString { (cName) throws(Errno) -> CInt in
+                unlinkat(current.rawValue, cName, AT_REMOVEDIR)
             }
-            return unlinkat(directory.rawValue, name, 0)
+            continue
+        }
+        let entry = level.entries[level.next]
+        levels[levels.count - 1].next += 1
+        if entry.type == .directory || entry.type == nil,
+            let child = try? current.open(entry.name, flags: O_RDONLY | O_DIRECTORY)
+        {
+            chmodIfNeeded(child)
+            current = child
+            levels.append(Level(entries: listing(child), identity: try? child.status().identity, name: entry.name))
+            continue
+        }
+        _ = try? entry.name.withCString { (cName) throws(Errno) -> CInt in
+            unlinkat(current.rawValue, cName, 0)
         }
     }
 }
