@@ -63,6 +63,14 @@ static inline long cls_copy_file_range(int fd_in, int64_t *off_in, int fd_out, i
     return syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0u);
 }
 
+/* pthread_getattr_np(3): the calling thread's stack bounds; glibc declares it only with
+ * _GNU_SOURCE. */
+#include <pthread.h>
+extern int pthread_getattr_np(pthread_t thread, pthread_attr_t *attributes);
+static inline int cls_pthread_getattr_np(pthread_t thread, pthread_attr_t *attributes) {
+    return pthread_getattr_np(thread, attributes);
+}
+
 /* Wrappers so Swift sees plain functions rather than macros. */
 static inline dev_t cls_makedev(unsigned int ma, unsigned int mi) { return makedev(ma, mi); }
 static inline unsigned int cls_major(dev_t d) { return major(d); }

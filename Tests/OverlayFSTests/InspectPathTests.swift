@@ -245,4 +245,57 @@ struct InspectPathTests {
         let inspected = layermount(["inspect"] + layers)
         #expect(inspected.status == 0, "\(inspected.err)")
     }
+
+    /// A tree thousands of directories deep (a tarball's PAX paths have no length limit): each
+    /// command walks it, or fails naming it, but never overflows the stack (SIGSEGV), and
+    /// tarball skeletons are removed after it (the removal recursed per level too).
+    @Test func deepTreesDoNotCrash() throws {
+        let temp = TemporaryDirectory()
+        let depth = 2000
+        let script = """
+            import os, sys, tarfile, io
+            depth, root = int(sys.argv[1]), sys.argv[2]
+            os.mkdir(root + "/layer")
+            fd = os.open(root + "/layer", os.O_RDONLY)
+            for _ in range(depth):
+                os.mkdir("d", dir_fd=fd)
+                child = os.open("d", os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            leaf = os.open("leaf", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+            os.write(leaf, b"leaf")
+            with tarfile.open(root + "/layer.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+                info = tarfile.TarInfo("/".join(["d"] * depth) + "/leaf")
+                info.size = 4
+                tar.addfile(info, io.BytesIO(b"leaf"))
+            """
+        let made = shell("python3 -c \(shellQuote(script)) \(depth) \(shellQuote(temp.path))")
+        #expect(made.status == 0, "\(made.err)")
+        let scratch = temp.url("scratch")
+        mkdir(scratch, 0o700)
+        let leaf = String(repeating: "/d", count: depth) + "/leaf"
+        for layer in [temp.url("layer"), temp.url("layer.tar")] {
+            let commands: [[String]] = [
+                ["inspect", "--json", "-j", "1", layer], ["inspect", "--json", layer], ["ls", "-R", layer],
+                ["which", layer, "--", leaf], ["flatten", layer, "--to", temp.url("flat")],
+                ["flatten", layer, "--to", temp.url("flat.tar")],
+            ]
+            for arguments in commands {
+                let result = run(
+                    builtExecutable("layermount"), arguments, environment: ["TMPDIR": scratch], timeout: 300)
+                #expect(result.status == 0, "\(arguments): \(result.err.prefix(300))")
+                #expect((try? FileManager.default.contentsOfDirectory(atPath: scratch)) == [], "\(arguments)")
+                if arguments[0] == "inspect" && result.status == 0 {
+                    let merged = try #require(try jsonObject(result.stdout)["merged"] as? [String: Any])
+                    #expect(merged["entries"] as? Int == depth + 1)
+                    #expect(merged["bytes"] as? Int == 4)
+                }
+            }
+            let flat = layermount(["which", temp.url("flat"), "--", leaf])
+            #expect(flat.status == 0 && flat.out.hasPrefix("\(leaf): layer 1\n"), "\(flat.err.prefix(300))")
+            let archived = layermount(["inspect", "--json", temp.url("flat.tar")])
+            #expect(archived.status == 0, "\(archived.err.prefix(300))")
+            _ = shell("rm -rf \(shellQuote(temp.url("flat")))")
+        }
+    }
 }

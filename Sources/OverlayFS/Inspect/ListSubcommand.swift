@@ -56,14 +56,18 @@ enum ListSubcommand: Subcommand {
         }
         switch try merged.resolve(path) {
         case .root(let directories):
-            try list(
-                directories, at: path, merged: merged, long: long, recursive: recursive, output: output,
-                json: json ? writer : nil, writer: &writer, header: false)
+            try WalkStack.run { () throws(PathError) in
+                try list(
+                    directories, at: path, merged: merged, long: long, recursive: recursive, output: output,
+                    json: json ? writer : nil, writer: &writer, header: false)
+            }
         case .found(let entry, let parent):
             if entry.status.type == .directory {
-                try list(
-                    entry.directories, at: path, merged: merged, long: long, recursive: recursive, output: output,
-                    json: json ? writer : nil, writer: &writer, header: false)
+                try WalkStack.run { () throws(PathError) in
+                    try list(
+                        entry.directories, at: path, merged: merged, long: long, recursive: recursive,
+                        output: output, json: json ? writer : nil, writer: &writer, header: false)
+                }
             } else {
                 var single = try merged.listing(parent, at: path.parent, long: true, recursive: false)
                 single = single.filter { $0.name == path.lastName }
@@ -97,6 +101,11 @@ enum ListSubcommand: Subcommand {
         _ directories: [LayerDirectory], at path: RelativePath, merged: MergedPath, long: Bool, recursive: Bool,
         output: OutputBuffer, json: JSONWriter?, writer: inout JSONWriter, header: Bool
     ) throws(PathError) {
+        guard WalkStack.hasRoom() else {
+            throw PathError(
+                path: path.absoluteDisplay,
+                reason: "directories nested too deeply to list (\(path.components.count) levels)")
+        }
         let entries = try merged.listing(directories, at: path, long: long, recursive: recursive)
         if json == nil && recursive {
             if header { output.write("\n") }

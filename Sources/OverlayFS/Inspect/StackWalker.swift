@@ -178,7 +178,9 @@ public struct StackWalker: Sendable {
         } catch {
             throw PathError(path: stack.layers[0].path, errno: error, what: "layer")
         }
-        try walkDirectory(roots, path: .root, hider: nil, owned: false, &visitor)
+        try WalkStack.run { () throws(PathError) in
+            try walkDirectory(roots, path: .root, hider: nil, owned: false, &visitor)
+        }
     }
 
     /// Walks one task of a parallel walk (the roots are listed through fresh opens).
@@ -194,7 +196,9 @@ public struct StackWalker: Sendable {
     public func walk<V: StackVisitor>(
         directory directories: [LayerDirectory], at path: TreePath, _ visitor: inout V
     ) throws(PathError) {
-        try walkDirectory(directories, path: path, hider: nil, owned: false, &visitor)
+        try WalkStack.run { () throws(PathError) in
+            try walkDirectory(directories, path: path, hider: nil, owned: false, &visitor)
+        }
     }
 
     private static let dot = FileName(unchecked: [0x2E])
@@ -313,6 +317,11 @@ public struct StackWalker: Sendable {
         layerPaths: [LayerIndex: TreePath] = [:], _ visitor: inout V
     ) throws(PathError) {
         try Interruption.shared.check()
+        guard WalkStack.hasRoom() else {
+            throw PathError(
+                path: stack.displayPath(path.display, in: directories[0].layer),
+                reason: "directories nested too deeply to walk (\(path.components.count) levels)")
+        }
         let hidden = hider != nil
         if directories.count == 1 {
             var listing = try listing(of: directories[0], path: path, hidden: hidden, owned: owned, &visitor)

@@ -135,7 +135,8 @@ extension StackWalker {
         let results = WorkerResults<V>(count: workers)
         let template = visitor.fork()
         let shared = walker
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        // Threads with a large stack: the walk recurses once per directory level.
+        WalkStack.runConcurrently(workers) { worker in
             var local = template.fork()
             while let task = pool.next() {
                 do throws(PathError) {
