@@ -107,6 +107,32 @@ struct InspectReportTests {
         #expect(text.out.contains("layer 1, shadowed by layer 2 (same content: a metadata-only copy-up)  /bin/tool\n"))
     }
 
+    /// Wasted files of the same size and path (one version per layer) are listed bottom layer
+    /// first, whatever the walk order: a version under a deleted directory is walked apart from
+    /// the merged one, so with several workers either could come first and the JSON changed from
+    /// run to run.
+    @Test func wastedTiesAreOrderedByLayer() throws {
+        let temp = TemporaryDirectory()
+        var layers: [[LayerStep]] = []
+        for round in 0..<4 {
+            layers.append([.file("d/f", filler(100, "a")), .file("d/g\(round)", filler(10))])
+            layers.append([.whiteout("d", .oci)])
+        }
+        layers.append([.file("d/f", filler(100, "b"))])
+        let paths = makeLayers(layers, in: temp)
+        let stack = try InspectedStack(paths: paths, format: .auto)
+        defer { stack.close() }
+        for workers in [1, 2, 4] {
+            let report = try StackReport.compute(stack, top: 3, workers: workers)
+            #expect(report.wasted.map(\.path) == ["/d/f", "/d/f", "/d/f"], "\(workers)")
+            #expect(report.wasted.map(\.layer.rawValue) == [0, 2, 4], "\(workers)")
+        }
+        let first = layermount(["inspect", "--json", "-j", "1"] + paths)
+        for _ in 0..<10 {
+            #expect(layermount(["inspect", "--json", "-j", "4"] + paths).stdout == first.stdout)
+        }
+    }
+
     @Test func tarballLayersGiveTheSameFigures() throws {
         let temp = TemporaryDirectory()
         let paths = makeLayers(Self.craftedStack(.oci), in: temp)

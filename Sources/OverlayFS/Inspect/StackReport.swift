@@ -458,11 +458,13 @@ struct ReportAccumulator: ParallelStackVisitor {
         insertWasted(WastedFile(path: display, relativePath: relative, layer: layer, size: size, hiding: hiding))
     }
 
-    /// Keeps the `top` largest, largest first, ties by path.
+    /// Keeps the `top` largest, largest first, ties by path, then by layer (bottom first): one
+    /// order whatever the walk order, which parallel workers do not keep.
     private mutating func insertWasted(_ file: WastedFile) {
         let position =
-            report.wasted.firstIndex { $0.size < file.size || ($0.size == file.size && $0.path > file.path) }
-            ?? report.wasted.count
+            report.wasted.firstIndex {
+                ($0.size, file.path, file.layer.rawValue) < (file.size, $0.path, $0.layer.rawValue)
+            } ?? report.wasted.count
         guard position < top else { return }
         report.wasted.insert(file, at: position)
         if report.wasted.count > top { report.wasted.removeLast() }
