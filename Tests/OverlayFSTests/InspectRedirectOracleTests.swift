@@ -183,6 +183,30 @@ struct InspectRedirectOracleTests {
         }
     }
 
+    /// A file of a renamed directory that the same layer rewrites is hidden by that layer twice:
+    /// shadowed at the new name (the redirect), deleted at the old one (its whiteout). It counts
+    /// as shadowed (the old name is not "deleted"), whichever worker meets which name first.
+    @Test func aRewrittenFileUnderARedirectIsShadowedWithAnyWorkers() throws {
+        let temp = TemporaryDirectory()
+        var base: [LayerStep] = []
+        for name in ["a", "c", "e"] { base += [.file("\(name)/f", filler(1000)), .file("\(name)/g", "g")] }
+        for index in 0..<50 { base.append(.file("z\(index)/y/v", "v")) }
+        let layers = makeLayers([base], in: temp)
+        let upper = temp.url("u")
+        try kernelUpper(
+            over: layers, at: upper, "mv a b; echo new > b/f; mv c d; echo new > d/f; mv e h; echo new > h/f")
+        let stack = try InspectedStack(paths: layers + [upper], format: .auto)
+        defer { stack.close() }
+        for workers in [1, 2, 4] {
+            for _ in 0..<10 {
+                let report = try StackReport.compute(stack, top: 5, workers: workers)
+                #expect(report.layers[1].shadowedBytes == 3000, "\(workers) workers")
+                #expect(report.layers[1].deletedBytes == 0, "\(workers) workers")
+                #expect(report.wasted.map(\.hiding.isShadowing) == [true, true, true], "\(workers) workers")
+            }
+        }
+    }
+
     @Test func testersStackReportsEachEntryOnce() throws {
         let temp = TemporaryDirectory()
         let layers = makeLayers([[.file("d/x", "x\n")]], in: temp)

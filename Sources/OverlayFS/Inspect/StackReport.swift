@@ -220,7 +220,9 @@ struct ReportAccumulator: ParallelStackVisitor {
     }
 
     /// What the walk met of one layer entry: visible when any meeting is; else hidden by the
-    /// layer hiding it last.
+    /// layer hiding it last, as a shadowing when that layer shadows it at one of its paths (a
+    /// redirect's new name) and deletes it at another (the old name's whiteout), so that the
+    /// answer does not depend on which path a worker met first.
     private struct EntryState: Sendable {
         var type: FileType
         var status: FileStatus
@@ -230,7 +232,13 @@ struct ReportAccumulator: ParallelStackVisitor {
 
         mutating func meet(visible other: Bool, hiding: Hiding?) {
             if other { visible = true }
-            if let hiding, self.hiding.map({ $0.layer < hiding.layer }) ?? true { self.hiding = hiding }
+            guard let hiding else { return }
+            if let current = self.hiding,
+                current.layer > hiding.layer || (current.layer == hiding.layer && current.isShadowing)
+            {
+                return
+            }
+            self.hiding = hiding
         }
     }
 
