@@ -171,7 +171,10 @@ struct InspectPathTests {
         chmod(temp.path, 0o755)
         for layer in layers { chmod(layer, 0o755) }
         LayerBuilder.apply(
-            [.dir("dir/sub/locked"), .file("dir/sub/locked/in", "i"), .chmod("dir/sub/locked", 0o700)], in: layers[0])
+            [
+                .dir("dir/sub/locked"), .file("dir/sub/locked/in", "i"), .chmod("dir/sub/locked", 0o700),
+                .dir("dir/sub/open"), .file("dir/sub/open/seen", "s"),
+            ], in: layers[0])
         chmod(layers[0] + "/dir", 0o755)
         chmod(layers[0] + "/dir/sub", 0o755)
         let denied = run(
@@ -182,6 +185,19 @@ struct InspectPathTests {
         #expect(
             denied.err == "Error: \(layers[0])/dir/sub/locked (merged /dir/sub/locked): directory is not readable "
                 + "(permission denied)\n", "\(denied.err)")
+        // ... and lists everything else, the unreadable directory itself and its siblings too.
+        #expect(denied.out.contains("L1  locked\n"), "\(denied.out)")
+        #expect(denied.out.contains("/dir/sub/open:\nL1  seen\n"), "\(denied.out)")
+        let deniedJSON = run(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", builtExecutable("layermount"), "ls", "-lR", "--json"]
+                + layers + ["--", "/dir"])
+        #expect(deniedJSON.status == 1)
+        let entries = try #require(try jsonObject(deniedJSON.stdout)["entries"] as? [[String: Any]])
+        let locked = try #require(entries.first { $0["path"] as? String == "/dir/sub/locked" })
+        #expect(locked["mode"] as? String == "0700")
+        #expect((locked["error"] as? String)?.hasSuffix("directory is not readable (permission denied)") == true)
+        #expect(entries.contains { $0["path"] as? String == "/dir/sub/open/seen" })
     }
 
     /// flatten's summary counts in words, refuses compression suffixes it cannot write and a

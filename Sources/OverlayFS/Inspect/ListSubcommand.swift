@@ -22,7 +22,9 @@ enum ListSubcommand: Subcommand {
         ],
         discussion: """
             Each line starts with the layer providing the entry (L1 is the bottom layer). The listing is the one
-            the mount's readdir returns, sorted by name bytes; owners are numeric.
+            the mount's readdir returns, sorted by name bytes; owners are numeric. With -R a subdirectory that
+            cannot be read is reported (an Error: line on stderr, "error" on its JSON entry) and the listing goes
+            on; the exit status is then 1.
 
             EXAMPLES:
               layermount ls base/ app/ -- /usr/bin
@@ -47,6 +49,7 @@ enum ListSubcommand: Subcommand {
         let raw = invocation.mergedPaths().first ?? [0x2F]
         let path = try merged.canonical(raw, followLast: true)
         var writer = JSONWriter()
+        var unreadable = 0
         if json {
             writer.beginDocument(command: "ls")
             writer.layers(stack)
@@ -59,14 +62,15 @@ enum ListSubcommand: Subcommand {
             try WalkStack.run { () throws(PathError) in
                 try list(
                     directories, at: path, merged: merged, long: long, recursive: recursive, output: output,
-                    json: json ? writer : nil, writer: &writer, header: false)
+                    json: json ? writer : nil, writer: &writer, header: false, errors: errors, unreadable: &unreadable)
             }
         case .found(let entry, let parent):
             if entry.status.type == .directory {
                 try WalkStack.run { () throws(PathError) in
                     try list(
                         entry.directories, at: path, merged: merged, long: long, recursive: recursive,
-                        output: output, json: json ? writer : nil, writer: &writer, header: false)
+                        output: output, json: json ? writer : nil, writer: &writer, header: false, errors: errors,
+                        unreadable: &unreadable)
                 }
             } else {
                 var single = try merged.listing(parent, at: path.parent, long: true, recursive: false)
@@ -94,19 +98,32 @@ enum ListSubcommand: Subcommand {
             writer.endObject()
             output.write(writer.takeText() + "\n")
         }
-        return ExitCode.success
+        return unreadable == 0 ? ExitCode.success : ExitCode.failure
     }
 
     private static func list(
         _ directories: [LayerDirectory], at path: RelativePath, merged: MergedPath, long: Bool, recursive: Bool,
-        output: OutputBuffer, json: JSONWriter?, writer: inout JSONWriter, header: Bool
+        output: OutputBuffer, json: JSONWriter?, writer: inout JSONWriter, header: Bool, errors: OutputBuffer,
+        unreadable: inout Int
     ) throws(PathError) {
         guard WalkStack.hasRoom() else {
             throw PathError(
                 path: path.absoluteDisplay,
                 reason: "directories nested too deeply to list (\(path.components.count) levels)")
         }
-        let entries = try merged.listing(directories, at: path, long: long, recursive: recursive)
+        let entries: [ListedEntry]
+        do {
+            entries = try merged.listing(directories, at: path, long: long, recursive: recursive)
+        } catch {
+            // A subdirectory that cannot be read is reported and skipped, as ls -R does; the
+            // listing goes on and the exit status says something was missed.
+            guard header else { throw error }
+            output.flush()
+            errors.write("Error: \(error.description)\n")
+            errors.flush()
+            unreadable += 1
+            return
+        }
         if json == nil && recursive {
             if header { output.write("\n") }
             output.write(path.absoluteDisplay + ":\n")
@@ -114,9 +131,16 @@ enum ListSubcommand: Subcommand {
         emit(entries, in: path, stack: merged.stack, long: long, output: output, json: json != nil, writer: &writer)
         guard recursive else { return }
         for entry in entries where entry.type == .directory {
+            if let problem = entry.unreadable {
+                output.flush()
+                errors.write("Error: \(problem.description)\n")
+                errors.flush()
+                unreadable += 1
+                continue
+            }
             try list(
                 entry.directories, at: path.appending(entry.name), merged: merged, long: long, recursive: true,
-                output: output, json: json, writer: &writer, header: true)
+                output: output, json: json, writer: &writer, header: true, errors: errors, unreadable: &unreadable)
         }
     }
 
@@ -135,6 +159,7 @@ enum ListSubcommand: Subcommand {
                 } else {
                     writer.field("type", EntryFormat.typeWord(entry.type))
                 }
+                if let problem = entry.unreadable { writer.field("error", problem.description) }
                 writer.endObject()
             }
             if writer.text.utf8.count > 1 << 20 { output.write(writer.takeText()) }

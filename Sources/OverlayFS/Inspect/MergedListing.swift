@@ -15,6 +15,8 @@ public struct ListedEntry: Sendable {
     public var linkTarget: [UInt8]?
     /// For a directory (when recursing), the layer directories that make it up.
     public var directories: [LayerDirectory]
+    /// For a directory that could not be opened (to merge it or recurse into it), why.
+    public var unreadable: PathError? = nil
 }
 
 extension MergedPath {
@@ -41,7 +43,24 @@ extension MergedPath {
                 result.append(entry)
                 continue
             }
-            switch try lookup(item.name, in: directories, at: path) {
+            let looked: LookupResult
+            do {
+                looked = try lookup(item.name, in: directories, at: path)
+            } catch {
+                // A directory that cannot be opened is still an entry of this one (as ls shows a
+                // mode 000 directory): its own status comes from its layer, and only listing it
+                // fails, which the caller reports when it gets there.
+                guard item.type == .directory,
+                    let container = directories.first(where: { $0.layer == item.layer })?.descriptor
+                else { throw error }
+                entry.unreadable = error
+                if long, let own = try? container.statusIfPresent(of: item.name) {
+                    entry.status = stack.status(of: own, in: item.layer)
+                }
+                result.append(entry)
+                continue
+            }
+            switch looked {
             case .found(let found):
                 let real = stack.status(of: found.status, in: found.layer)
                 entry.type = real.type
