@@ -368,8 +368,7 @@ private struct DirectoryWriter: StackVisitor {
     }
 
     private func sourceFailure(_ entry: WalkEntry, _ error: Errno) -> PathError {
-        if error == .interrupted && Interruption.shared.isRequested { return Interruption.error }
-        return PathError(path: stack.displayPath(entry.displayPath, in: entry.layer), errno: error, what: "entry")
+        stack.sourceFailure(entry, error)
     }
 
     /// Links `entry` to the earlier name of its inode, if there is one.
@@ -450,18 +449,7 @@ private struct DirectoryWriter: StackVisitor {
                 summary.hardLinks += 1
                 return true
             }
-            let target: [UInt8]
-            let attributes: [ExtendedAttribute]
-            do {
-                target =
-                    status.type == .symlink
-                    ? try stack.linkTarget(
-                        of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer) : []
-                attributes = try stack.attributes(
-                    of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer)
-            } catch {
-                throw sourceFailure(entry, error)
-            }
+            let (target, attributes) = try stack.sourceOfSpecial(entry, type: status.type)
             do {
                 try TreeMaker.makeSpecial(
                     entry.name, in: parent, MadeMetadata(status, attributes: attributes, linkTarget: target))
@@ -510,8 +498,7 @@ private struct ArchiveFlattener: StackVisitor {
     }
 
     private func sourceFailure(_ entry: WalkEntry, _ error: Errno) -> PathError {
-        if error == .interrupted && Interruption.shared.isRequested { return Interruption.error }
-        return PathError(path: stack.displayPath(entry.displayPath, in: entry.layer), errno: error, what: "entry")
+        stack.sourceFailure(entry, error)
     }
 
     /// The `./` entry, with the merged root's metadata.
@@ -599,18 +586,7 @@ private struct ArchiveFlattener: StackVisitor {
                     if status.type == .symlink { summary.symlinks += 1 } else { summary.specials += 1 }
                     return true
                 }
-                let target: [UInt8]
-                let attributes: [ExtendedAttribute]
-                do {
-                    target =
-                        status.type == .symlink
-                        ? try stack.linkTarget(
-                            of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer) : []
-                    attributes = try stack.attributes(
-                        of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer)
-                } catch {
-                    throw sourceFailure(entry, error)
-                }
+                let (target, attributes) = try stack.sourceOfSpecial(entry, type: status.type)
                 guard let kind = ArchiveEntry.Kind(status.type) else { return true }
                 try writer.writeHeader(
                     header(for: relative, status: status, attributes: attributes, kind: kind, linkTarget: target))
@@ -655,4 +631,30 @@ private struct ArchiveFlattener: StackVisitor {
     mutating func leave(_ entry: WalkEntry) throws(PathError) {}
     mutating func marker(_ kind: MarkerKind, layer: LayerIndex, in directory: TreePath, isHidden: Bool) {}
     mutating func opaque(layer: LayerIndex, at directory: TreePath) {}
+}
+
+extension InspectedStack {
+    /// The error of reading `entry` from its layer (or the interruption that stopped the read).
+    fileprivate func sourceFailure(_ entry: WalkEntry, _ error: Errno) -> PathError {
+        if error == .interrupted && Interruption.shared.isRequested { return Interruption.error }
+        return PathError(path: displayPath(entry.displayPath, in: entry.layer), errno: error, what: "entry")
+    }
+
+    /// What flatten reads of a non-regular entry: its link target (symlinks; empty otherwise) and
+    /// its extended attributes.
+    fileprivate func sourceOfSpecial(_ entry: WalkEntry, type: FileType) throws(PathError)
+        -> (target: [UInt8], attributes: [ExtendedAttribute])
+    {
+        do {
+            let target =
+                type == .symlink
+                ? try linkTarget(of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer)
+                : []
+            let attributes = try attributes(
+                of: entry.name, status: entry.resolvedStatus, in: entry.container, layer: entry.layer)
+            return (target, attributes)
+        } catch {
+            throw sourceFailure(entry, error)
+        }
+    }
 }
