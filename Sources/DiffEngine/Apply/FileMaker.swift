@@ -138,11 +138,21 @@ enum FileMaker {
     }
 
     /// Creates the empty marker file `name` (an OCI whiteout or opaque marker) in `directory`:
-    /// mode 0, owned by the caller.
+    /// mode 0, owned by the caller, with atime and mtime `time` (so that the same changes give
+    /// the same layer, as in a tarball, where markers carry their directory's mtime).
     ///
     /// - Throws: the errno of the failing call.
-    static func makeMarker(_ name: FileName, in directory: FileDescriptor) throws(Errno) {
-        _ = try directory.open(name, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0)
+    static func makeMarker(_ name: FileName, in directory: FileDescriptor, time: Timestamp) throws(Errno) {
+        let marker = try directory.open(name, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0)
+        try setTimes(of: marker, time)
+    }
+
+    /// Sets atime and mtime of entry `name` of `directory` to `time`, not following a symlink.
+    static func setTimes(of name: FileName, in directory: FileDescriptor, _ time: Timestamp) throws(Errno) {
+        try name.withCString { (cName) throws(Errno) in
+            var times = [time.timespec, time.timespec]
+            _ = try valueOrErrno { utimensat(directory.rawValue, cName, &times, AT_SYMLINK_NOFOLLOW) }
+        }
     }
 
     /// Sets owner, permissions, the exact xattr set and (optionally) the mtime of the open
@@ -206,10 +216,7 @@ enum FileMaker {
                 continue
             }
         }
-        try name.withCString { (cName) throws(Errno) in
-            var times = [metadata.modificationTime.timespec, metadata.modificationTime.timespec]
-            _ = try valueOrErrno { utimensat(directory.rawValue, cName, &times, AT_SYMLINK_NOFOLLOW) }
-        }
+        try setTimes(of: name, in: directory, metadata.modificationTime)
     }
 
     /// Sets the permission bits of an open file or directory. Wraps fchmod(2).

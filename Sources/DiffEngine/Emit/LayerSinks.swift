@@ -281,25 +281,26 @@ final class DirectoryLayerSink: LayerSink {
                     noteMode(path, metadata.permissions)
                 }
             }
-        case .whiteout:
+        case .whiteout(let time):
             let parent = try directory(path.parent)
             guard let name = path.lastName else { return }
             try fail(path) { () throws(Errno) in
                 switch format {
                 case .oci:
-                    try FileMaker.makeMarker(try Whiteout.ociWhiteoutName(for: name), in: parent)
+                    try FileMaker.makeMarker(try Whiteout.ociWhiteoutName(for: name), in: parent, time: time)
                 case .overlay:
                     _ = try name.withCString { (cName) throws(Errno) in
                         try valueOrErrno { mknodat(parent.rawValue, cName, Glibc.S_IFCHR | 0o000, 0) }
                     }
+                    try FileMaker.setTimes(of: name, in: parent, time)
                 }
             }
-        case .opaque:
+        case .opaque(let time):
             let directory = try directory(path)
             try fail(path) { () throws(Errno) in
                 switch format {
                 case .oci:
-                    try FileMaker.makeMarker(Whiteout.ociOpaqueMarker, in: directory)
+                    try FileMaker.makeMarker(Whiteout.ociOpaqueMarker, in: directory, time: time)
                 case .overlay:
                     try directory.setExtendedAttribute(Array("trusted.overlay.opaque".utf8), value: [0x79])
                 }
